@@ -1,0 +1,292 @@
+"""``ntonnx`` commands. Each parses options, calls one :mod:`ntonnx` function and prints.
+
+Errors the user can fix end in one line on stderr and the exit code of their kind (see
+``ntonnx.errors``); anything else is an internal error (exit 1), with the traceback only under
+``--debug``. Nothing here prompts, so the commands are safe in pipelines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import click
+
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Group(click.Group):
+    """Maps library errors to one-line messages and exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        from ntonnx.errors import NtonnxError
+
+        debug = "--debug" in sys.argv or ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except NtonnxError as exc:
+            if debug:
+                raise
+            click.echo(f"ntonnx: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("ntonnx: interrupted; no output was written", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(
+                f"ntonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ntonnx")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr (no progress bar, no warnings).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
+    """Remove spurious bias from an exported ONNX classifier (NeuronTune on the head)."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"quiet": quiet}
+
+
+def _head_options(func: Callable) -> Callable:
+    """--output/--head-node/--embedding: override head detection."""
+    func = click.option("--embedding", metavar="TENSOR", help="Name of the head's input tensor (skip detection).")(func)
+    func = click.option("--head-node", metavar="NAME", help="Name of the head node (skip detection).")(func)
+    func = click.option("--output", "output_name", metavar="NAME", help="Graph output to follow to the head.")(func)
+    return func
+
+
+def _run_options(func: Callable) -> Callable:
+    """--batch-size/--provider: how the model is run."""
+    func = click.option(
+        "--provider",
+        metavar="NAME",
+        default="auto",
+        show_default=True,
+        help="Execution provider: auto (CUDA if available, else CPU), cpu, cuda, or a full onnxruntime name.",
+    )(func)
+    func = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(func)
+    return func
+
+
+def _progress(ctx: click.Context):
+    """A progress-bar factory for the library, shown only on a terminal."""
+    if ctx.obj.get("quiet") or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    def factory(description: str, total: int) -> Callable[[int], None]:
+        bar = tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False)
+        ctx.call_on_close(bar.close)
+        return bar.update
+
+    return factory
+
+
+def _emit(as_json: bool, payload: dict, text: Callable[[], str]) -> None:
+    click.echo(json.dumps(payload, indent=2) if as_json else text())
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@_head_options
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def inspect(model: str, output_name, head_node, embedding, as_json: bool) -> None:
+    """Show MODEL's inputs, outputs and classifier head. Exit 3 if no head is found."""
+    from cli.render import model_summary
+    from ntonnx import inspect_model
+
+    info = inspect_model(model, output=output_name, head_node=head_node, embedding=embedding)
+    _emit(as_json, info.to_dict(), lambda: model_summary(info))
+    if info.head is None:
+        sys.exit(3)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--data", required=True, type=click.Path(), help="Labelled .npz: one array per input, 'labels'.")
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@_run_options
+@_head_options
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def extract(ctx, model, data, out, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+    """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
+    import ntonnx
+
+    acts = ntonnx.extract(
+        model,
+        data,
+        batch_size=batch_size,
+        provider=provider,
+        output=output_name,
+        head_node=head_node,
+        embedding=embedding,
+        progress=_progress(ctx),
+    )
+    acts.save(out)
+    payload = {
+        "output": out,
+        "n_samples": len(acts),
+        "embedding_dim": int(acts.embeddings.shape[1]),
+        "n_logits": int(acts.logits.shape[1]),
+        "provider": acts.provider,
+    }
+    _emit(
+        as_json,
+        payload,
+        lambda: (
+            f"wrote {out}: {len(acts)} samples, embedding width {payload['embedding_dim']} (provider {acts.provider})"
+        ),
+    )
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--data", type=click.Path(), help="Labelled held-out .npz (identification, and tuning by split).")
+@click.option("--activations", type=click.Path(), help="Activations from 'ntonnx extract' instead of --data.")
+@click.option("--tune-data", type=click.Path(), help="Separate tuning set (.npz data or activations).")
+@click.option("--eval-data", type=click.Path(), help="Data for the before/after table (default: the held-out data).")
+@click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
+@click.option("--method", default="neurontune", show_default=True, help="neurontune, llr, dfr, afr or erm.")
+@click.option(
+    "--rule", default="all", show_default=True, help="Neuron is spurious if delta > threshold for all/any class."
+)
+@click.option("--threshold", type=float, default=0.0, show_default=True, help="The paper's lambda.")
+@click.option("--l2", type=float, default=1e-3, show_default=True, help="Ridge strength on standardised embeddings.")
+@click.option("--afr-gamma", type=float, default=4.0, show_default=True, help="AFR's weight temperature.")
+@click.option("--split", type=float, default=0.5, show_default=True, help="Identification share of each class.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the identification/tuning split.")
+@click.option("--max-iter", type=int, default=1000, show_default=True, help="L-BFGS iteration limit.")
+@click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@_run_options
+@_head_options
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
+@click.pass_context
+def tune(
+    ctx,
+    model,
+    data,
+    activations,
+    tune_data,
+    eval_data,
+    out,
+    method,
+    rule,
+    threshold,
+    l2,
+    afr_gamma,
+    split,
+    seed,
+    max_iter,
+    report,
+    force,
+    batch_size,
+    provider,
+    output_name,
+    head_node,
+    embedding,
+    as_json,
+) -> None:
+    """Re-solve MODEL's head on held-out data and write a drop-in debiased model to --out."""
+    import ntonnx
+    from cli.render import metrics_table
+
+    options = ntonnx.TuneOptions(
+        method=method, rule=rule, threshold=threshold, l2=l2, afr_gamma=afr_gamma, split=split, seed=seed,
+        max_iter=max_iter,
+    )  # fmt: skip
+    result = ntonnx.tune(
+        model,
+        out,
+        data=data,
+        activations=activations,
+        tune_data=tune_data,
+        eval_data=eval_data,
+        options=options,
+        batch_size=batch_size,
+        provider=provider,
+        output=output_name,
+        head_node=head_node,
+        embedding=embedding,
+        force=force,
+        progress=_progress(ctx),
+    )
+    payload = result.to_dict()
+    if report:
+        _write_json(report, payload)
+
+    def text() -> str:
+        timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
+        return "\n".join([
+            f"wrote {result.output} (method {method}; {len(result.suppressed)} of {result.head.dim} neurons "
+            f"suppressed; provider {result.provider})",
+            f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
+            f"evaluated on {result.evaluated_on}:",
+            metrics_table({"before": result.before, "after": result.after}),
+            f"time: {timings}",
+        ])  # fmt: skip
+
+    _emit(as_json, payload, text)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--data", required=True, type=click.Path(), help="Labelled .npz (with optional 'groups').")
+@_run_options
+@_head_options
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.pass_context
+def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+    """Accuracy, per-class and per-group accuracy of MODEL on DATA."""
+    import ntonnx
+    from cli.render import metrics_table
+
+    result = ntonnx.evaluate(
+        model,
+        data,
+        batch_size=batch_size,
+        provider=provider,
+        output=output_name,
+        head_node=head_node,
+        embedding=embedding,
+        progress=_progress(ctx),
+    )
+    _emit(
+        as_json,
+        result.to_dict(),
+        lambda: f"{model} on {data} (provider {result.provider}):\n" + metrics_table({"model": result.metrics}),
+    )
+
+
+def _write_json(path: str, payload: dict) -> None:
+    """Write JSON atomically so a pipeline never reads half a report."""
+    import os
+    import tempfile
+
+    from ntonnx.errors import UsageError
+
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"--report '{path}': directory '{directory}' does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".ntonnx-report-", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""The public entry points: inspect, extract, evaluate and tune an ONNX classifier.
+
+Each function takes file paths (or already loaded objects), runs the one-way pipeline
+load -> locate head -> extract -> identify -> solve -> rewrite -> verify, and returns a result
+dataclass with a ``to_dict()`` for JSON. The CLI is a thin layer over these.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ntonnx import __version__
+from ntonnx.data import HeldOutData, InputSpec, load_npz, validate_heldout
+from ntonnx.errors import DataError, UsageError
+from ntonnx.heads import HeadSpec, locate_head, read_head
+from ntonnx.methods import TuneOptions, identify_spurious, refit_head
+from ntonnx.metrics import Metrics, compute_metrics, predict
+from ntonnx.model_io import LoadedModel, check_output_path, load_model, save_model_atomic
+from ntonnx.rewrite import Verification, tuned_model, verify_written
+from ntonnx.runtime import (
+    Activations,
+    ModelRunner,
+    extract_activations,
+    file_digest,
+    is_activations,
+    resolve_providers,
+)
+from ntonnx.splits import stratified_split
+
+logger = logging.getLogger("ntonnx")
+
+PathLike = str | os.PathLike
+#: ``progress(description, total)`` returns a callback taking the number of samples just done.
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+_VERIFY_SAMPLES = 64
+
+
+@dataclass
+class TensorInfo:
+    """A graph input or output: name, element type, and shape with symbolic dims as strings."""
+
+    name: str
+    dtype: str
+    shape: list[int | str | None]
+
+
+@dataclass
+class ModelInfo:
+    """What ``inspect`` reports; ``head`` is None (and ``head_error`` says why) if none was found."""
+
+    path: str
+    ir_version: int
+    opsets: dict[str, int]
+    producer: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    head: HeadSpec | None
+    head_error: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvaluationResult:
+    """Accuracies of a model on a labelled data set."""
+
+    model: str
+    data: str
+    provider: str
+    head: HeadSpec
+    metrics: Metrics
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "data": self.data,
+            "provider": self.provider,
+            "head": self.head.to_dict(),
+            "metrics": self.metrics.to_dict(),
+        }
+
+
+@dataclass
+class TuneResult:
+    """Everything a ``tune`` run did, measured and wrote; ``to_dict()`` is the JSON report."""
+
+    model: str
+    output: str
+    files: list[str]
+    options: TuneOptions
+    head: HeadSpec
+    provider: str
+    n_identification: int
+    n_tuning: int
+    suppressed: list[int]
+    unscored_classes: list[int]
+    evaluated_on: str
+    before: Metrics
+    after: Metrics
+    converged: bool | None
+    verification: Verification
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "ntonnx_version": __version__,
+            "model": self.model,
+            "output": self.output,
+            "files": self.files,
+            "options": self.options.to_dict(),
+            "head": self.head.to_dict(),
+            "provider": self.provider,
+            "n_identification": self.n_identification,
+            "n_tuning": self.n_tuning,
+            "n_suppressed": len(self.suppressed),
+            "suppressed": self.suppressed,
+            "unscored_classes": self.unscored_classes,
+            "evaluated_on": self.evaluated_on,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "converged": self.converged,
+            "verification": self.verification.to_dict(),
+            "timings_s": self.timings,
+        }
+
+
+def inspect_model(
+    model: PathLike, *, output: str | None = None, head_node: str | None = None, embedding: str | None = None
+) -> ModelInfo:
+    """Describe ``model``'s inputs, outputs and head; never runs it."""
+    from ntonnx.errors import NtonnxError
+
+    loaded = load_model(model)
+    proto = loaded.proto
+    head, error = None, None
+    try:
+        head = locate_head(proto, output=output, head_node=head_node, embedding=embedding)
+    except NtonnxError as exc:
+        error = str(exc)
+    initializers = {t.name for t in proto.graph.initializer}
+    return ModelInfo(
+        path=str(model),
+        ir_version=proto.ir_version,
+        opsets={entry.domain or "ai.onnx": entry.version for entry in proto.opset_import},
+        producer=f"{proto.producer_name} {proto.producer_version}".strip(),
+        inputs=[_tensor_info(v) for v in proto.graph.input if v.name not in initializers],
+        outputs=[_tensor_info(v) for v in proto.graph.output],
+        head=head,
+        head_error=error,
+    )
+
+
+def extract(
+    model: PathLike,
+    data: PathLike | HeldOutData,
+    *,
+    batch_size: int = 64,
+    provider: str | None = None,
+    output: str | None = None,
+    head_node: str | None = None,
+    embedding: str | None = None,
+    progress: ProgressFactory | None = None,
+) -> Activations:
+    """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups)."""
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
+    return session.activations(data, progress)
+
+
+def evaluate(
+    model: PathLike,
+    data: PathLike | HeldOutData,
+    *,
+    batch_size: int = 64,
+    provider: str | None = None,
+    output: str | None = None,
+    head_node: str | None = None,
+    embedding: str | None = None,
+    progress: ProgressFactory | None = None,
+) -> EvaluationResult:
+    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
+    acts = session.activations(data, progress)
+    return EvaluationResult(
+        model=str(model),
+        data=_describe(data),
+        provider=acts.provider,
+        head=session.head,
+        metrics=compute_metrics(predict(acts.logits), acts.labels, acts.groups),
+    )
+
+
+def tune(
+    model: PathLike,
+    output_path: PathLike,
+    *,
+    data: PathLike | HeldOutData | None = None,
+    activations: PathLike | Activations | None = None,
+    tune_data: PathLike | HeldOutData | None = None,
+    eval_data: PathLike | HeldOutData | None = None,
+    options: TuneOptions | None = None,
+    batch_size: int = 64,
+    provider: str | None = None,
+    output: str | None = None,
+    head_node: str | None = None,
+    embedding: str | None = None,
+    force: bool = False,
+    progress: ProgressFactory | None = None,
+) -> TuneResult:
+    """Re-solve ``model``'s head and write the result to ``output_path``.
+
+    Parameters
+    ----------
+    data : labelled held-out data (``.npz``); the identification set, and also the tuning set
+        (split by class, seeded) when ``tune_data`` is not given.
+    activations : embeddings saved by :func:`extract`, instead of ``data``.
+    tune_data : a separate tuning set (data or activations file).
+    eval_data : data for the before/after table (default: the held-out data itself).
+    options : the method and its settings (default: the paper's NeuronTune).
+    force : replace ``output_path`` if it exists (never the input model).
+    """
+    options = options or TuneOptions()
+    if (data is None) == (activations is None):
+        raise UsageError("give exactly one of --data or --activations")
+    timings: dict[str, float] = {}
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
+    output_path = check_output_path(output_path, model, force)
+    if options.method == "dfr":
+        _require_groups(tune_data if tune_data is not None else (data if data is not None else activations))
+    with _timed(timings, "extraction"):
+        heldout = session.activations(data if data is not None else activations, progress)
+        tuning = session.activations(tune_data, progress) if tune_data is not None else None
+        evaluation = session.activations(eval_data, progress) if eval_data is not None else None
+    if tuning is None:
+        ide_index, tune_index = stratified_split(heldout.labels, options.split, options.seed)
+        identification, tuning = heldout.subset(ide_index), heldout.subset(tune_index)
+    else:
+        identification = heldout
+    original = read_head(session.loaded.proto, session.head)
+    scores, suppressed = None, np.array([], dtype=np.int64)
+    with _timed(timings, "identification"):
+        if options.needs_identification:
+            scores, suppressed = identify_spurious(identification, session.head.n_classes, options)
+    with _timed(timings, "solve"):
+        fit = refit_head(options, tuning, original, suppressed=suppressed, fit_intercept=session.head.has_bias)
+    W, b = (fit.W, fit.b) if fit is not None else original
+    provenance = {
+        "version": __version__,
+        "method": options.method,
+        "options": options.to_dict(),
+        "suppressed_neurons": [int(i) for i in suppressed],
+        "data_sha256": session.digests,
+    }
+    verify_sample = session.verification_sample(data if data is not None else None)
+    with _timed(timings, "rewrite"):
+        files, verification = session.write(output_path, W, b, provenance, verify_sample)
+    evaluated = evaluation or heldout
+    return TuneResult(
+        model=str(model),
+        output=str(output_path),
+        files=[str(f) for f in files],
+        options=options,
+        head=session.head,
+        provider=heldout.provider,
+        n_identification=len(identification) if options.needs_identification else 0,
+        n_tuning=len(tuning),
+        suppressed=[int(i) for i in suppressed],
+        unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
+        evaluated_on=_describe(eval_data if eval_data is not None else (data if data is not None else activations)),
+        before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
+        after=compute_metrics(predict(evaluated.embeddings @ W.T + b), evaluated.labels, evaluated.groups),
+        converged=None if fit is None else fit.converged,
+        verification=verification,
+        timings=timings,
+    )
+
+
+class _Session:
+    """One model being worked on: loaded once, head located once, one onnxruntime session."""
+
+    def __init__(self, loaded: LoadedModel, head: HeadSpec, provider: str | None, batch_size: int):
+        if batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+        self.loaded = loaded
+        self.head = head
+        self.batch_size = batch_size
+        self._provider = provider
+        self._runner: ModelRunner | None = None
+        self.model_digest = file_digest(loaded.path)
+        self.digests: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, model, provider, output, head_node, embedding, batch_size) -> _Session:
+        loaded = load_model(model)
+        head = locate_head(loaded.proto, output=output, head_node=head_node, embedding=embedding)
+        return cls(loaded, head, provider, batch_size)
+
+    @property
+    def runner(self) -> ModelRunner:
+        """The onnxruntime session, created on first use (tuning from activations needs none)."""
+        if self._runner is None:
+            providers = resolve_providers(self._provider)
+            self._runner = ModelRunner(
+                self.loaded.proto, [self.head.embedding, self.head.logits], providers, str(self.loaded.path)
+            )
+        return self._runner
+
+    @property
+    def input_specs(self) -> list[InputSpec]:
+        return self.runner.inputs
+
+    def activations(self, source, progress: ProgressFactory | None) -> Activations:
+        """Activations of ``source``: a data set (run the model) or a saved activations file."""
+        if isinstance(source, Activations):
+            return self._checked(source, "activations")
+        if isinstance(source, HeldOutData):
+            data = source
+        else:
+            arrays = load_npz(source)
+            self.digests[str(source)] = file_digest(source)
+            if is_activations(arrays):
+                return self._checked(Activations.load(source), str(source))
+            data = validate_heldout(arrays, self.input_specs, self.head.n_classes, source=str(source))
+        update = progress(f"extract {Path(data.source).name}", len(data)) if progress else None
+        return extract_activations(
+            self.runner, self.head, data, model_digest=self.model_digest, batch_size=self.batch_size, progress=update
+        )
+
+    def _checked(self, acts: Activations, source: str) -> Activations:
+        if acts.embeddings.shape[1] != self.head.dim:
+            raise DataError(
+                f"activations '{source}' have {acts.embeddings.shape[1]} embedding dims, the head takes {self.head.dim}"
+            )
+        if acts.model_digest != self.model_digest:
+            logger.warning("activations '%s' were extracted from a different model file", source)
+        return acts
+
+    def verification_sample(self, data) -> HeldOutData:
+        """Real inputs when we have them, else a synthetic batch shaped like the model's inputs."""
+        if data is not None:
+            held = (
+                data
+                if isinstance(data, HeldOutData)
+                else validate_heldout(load_npz(data), self.input_specs, self.head.n_classes, source=str(data))
+            )
+            take = slice(0, _VERIFY_SAMPLES)
+            return HeldOutData(
+                inputs={k: v[take] for k, v in held.inputs.items()},
+                labels=held.labels[take],
+                groups=None,
+                source=held.source,
+            )
+        return synthetic_sample(self.input_specs, n=8)
+
+    def write(self, output_path: Path, W, b, provenance, sample: HeldOutData) -> tuple[list[Path], Verification]:
+        """Write the tuned model atomically, verifying it before it reaches ``output_path``."""
+        model = tuned_model(self.loaded.proto, self.head, W, b, provenance)
+        outcome: list[Verification] = []
+
+        def check(path: Path) -> None:
+            outcome.append(verify_written(path, self.head, W, b, sample, resolve_providers(self._provider)))
+
+        files = save_model_atomic(
+            model,
+            output_path,
+            external_data=bool(self.loaded.external_files),
+            protected=self.loaded.protected_paths,
+            check=check,
+        )
+        return files, outcome[0]
+
+
+def synthetic_sample(specs: list[InputSpec], n: int) -> HeldOutData:
+    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``."""
+    rng = np.random.default_rng(0)
+    inputs = {}
+    for spec in specs:
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        if shape and not isinstance(spec.shape[0], int):
+            shape[0] = n
+        if spec.dtype.kind == "f":
+            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        else:
+            inputs[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    count = len(next(iter(inputs.values())))
+    return HeldOutData(inputs=inputs, labels=np.zeros(count, dtype=np.int64), groups=None, source="synthetic")
+
+
+def _require_groups(source) -> None:
+    has = source.groups is not None if isinstance(source, HeldOutData | Activations) else "groups" in load_npz(source)
+    if not has:
+        raise UsageError(f"--method dfr needs group labels: data '{_describe(source)}' has no 'groups' array")
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 4)
+
+
+def _describe(source) -> str:
+    if isinstance(source, HeldOutData):
+        return source.source
+    if isinstance(source, Activations):
+        return "activations"
+    return str(source)
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    tensor = value.type.tensor_type
+    shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tensor.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown"
+    return TensorInfo(name=value.name, dtype=dtype, shape=shape)

@@ -1,0 +1,165 @@
+"""Reading and writing ONNX files safely.
+
+Loading turns every way a file can be broken into a one-line :class:`ModelError`. Saving is
+atomic: the model (and its external-data file, if it has one) is written into a temporary folder
+beside the destination, checked by the caller, then renamed into place, so a crash never leaves a
+partial file at the output path and the input files are never written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from ntonnx.errors import ModelError, UsageError, first_line
+
+# Protobuf refuses to serialise a message over 2 GiB; stay clear of it with a margin.
+_PROTOBUF_SAFE_BYTES = 1_800_000_000
+_TMP_PREFIX = ".ntonnx-tmp-"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """An ONNX model in memory plus where it came from.
+
+    ``external_files`` are the absolute paths of the external-data files its weights were read
+    from (empty for a single-file model); outputs keep that layout and never write over them.
+    """
+
+    proto: onnx.ModelProto
+    path: Path
+    external_files: frozenset[str]
+
+    @property
+    def protected_paths(self) -> frozenset[str]:
+        """Files an output must never replace: the model itself and its data files."""
+        return self.external_files | {str(self.path.resolve())}
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load ``path`` with its external data, or raise a :class:`ModelError` saying why not."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file '{path}' does not exist")
+    if path.is_dir():
+        raise ModelError(f"model path '{path}' is a directory; expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"model file '{path}' is empty")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
+        raise ModelError(f"model file '{path}' is not a valid ONNX model ({first_line(exc)})") from None
+    if not proto.graph.node or not proto.graph.output:
+        raise ModelError(f"model file '{path}' holds no graph with nodes and outputs; is it an ONNX model?")
+    locations = {
+        entry.value
+        for tensor in _all_tensors(proto)
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    if locations:
+        try:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+        except Exception as exc:
+            raise ModelError(
+                f"model '{path}': cannot read its external data {sorted(locations)} ({first_line(exc)})"
+            ) from None
+    external = frozenset(str((path.parent / loc).resolve()) for loc in locations)
+    return LoadedModel(proto=proto, path=path, external_files=external)
+
+
+def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    yield from proto.graph.initializer
+    for node in proto.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+
+
+def serialize_for_runtime(model: onnx.ModelProto, workdir: str) -> bytes | str:
+    """Bytes onnxruntime can load, or a path in ``workdir`` when the model is too big for bytes."""
+    if model.ByteSize() < _PROTOBUF_SAFE_BYTES:
+        return model.SerializeToString()
+    target = os.path.join(workdir, "model.onnx")
+    onnx.save_model(model, target, save_as_external_data=True, location="model.onnx.data")
+    return target
+
+
+def check_output_path(output: str | os.PathLike, input_path: str | os.PathLike, force: bool) -> Path:
+    """Validate the output path before any work is done; return it as a Path."""
+    output = Path(output)
+    input_path = Path(input_path)
+    if output.exists() and output.resolve() == input_path.resolve():
+        raise UsageError(f"--out '{output}' is the input model; choose another path")
+    if output.is_dir():
+        raise UsageError(f"--out '{output}' is a directory; expected a file path")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"--out '{output}': directory '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"--out '{output}': directory '{parent}' is not writable")
+    if output.exists() and not force:
+        raise UsageError(f"--out '{output}' already exists; pass --force to replace it")
+    return output
+
+
+def save_model_atomic(
+    model: onnx.ModelProto,
+    output: str | os.PathLike,
+    *,
+    external_data: bool,
+    protected: set[str] = frozenset(),
+    check: Callable[[Path], None] | None = None,
+) -> list[Path]:
+    """Write ``model`` to ``output`` atomically and return the files written.
+
+    The files go to a temporary folder beside ``output`` first; ``check(temp_model_path)`` runs
+    there (a raise aborts and removes everything), then each file is renamed into place, the
+    external-data file before the model so that a reader never sees a model without its data.
+    ``protected`` lists absolute paths (the input's files) that must never be replaced.
+    """
+    output = Path(output)
+    data_name = output.name + ".data"
+    targets = [output] + ([output.parent / data_name] if external_data else [])
+    for target in targets:
+        if str(target.resolve()) in protected:
+            raise UsageError(f"--out '{output}' would overwrite input file '{target}'")
+    save_external = external_data or model.ByteSize() >= _PROTOBUF_SAFE_BYTES
+    if save_external and not external_data:
+        targets.append(output.parent / data_name)
+    with _temp_dir_beside(output) as tmp:
+        tmp_model = Path(tmp) / output.name
+        if save_external:
+            onnx.save_model(
+                model,
+                str(tmp_model),
+                save_as_external_data=True,
+                location=data_name,
+                size_threshold=0,
+                all_tensors_to_one_file=True,
+            )
+        else:
+            onnx.save_model(model, str(tmp_model))
+        if check is not None:
+            check(tmp_model)
+        for target in reversed(targets):
+            os.replace(Path(tmp) / target.name, target)
+    return targets
+
+
+@contextlib.contextmanager
+def _temp_dir_beside(output: Path) -> Iterator[str]:
+    parent = output.parent if str(output.parent) else Path(".")
+    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=parent)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

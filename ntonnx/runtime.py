@@ -1,0 +1,246 @@
+"""Running the model once over held-out data to collect embeddings and logits.
+
+The head's input (the embedding) and output (the logits) are added as extra graph outputs, so a
+single onnxruntime pass yields both from the same forward computation. Execution providers are
+chosen here (CUDA when the GPU build sees a GPU, else CPU) and the one actually used is reported,
+because onnxruntime falls back to CPU without saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ntonnx.data import HeldOutData, InputSpec
+from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
+from ntonnx.heads import HeadSpec
+from ntonnx.model_io import serialize_for_runtime
+
+logger = logging.getLogger("ntonnx")
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+_ACTIVATIONS_MARKER = "ntonnx_activations"
+
+
+@dataclass
+class Activations:
+    """What one pass of the model over a data set yields.
+
+    Attributes
+    ----------
+    embeddings : ndarray of shape (n_samples, dim), the head's input.
+    logits : ndarray of shape (n_samples, n_classes), the head's output before any post-op.
+    labels : ndarray of shape (n_samples,), int64.
+    groups : ndarray of shape (n_samples,) or None; used only for evaluation and ``dfr``.
+    model_digest : sha256 of the model file the activations came from.
+    provider : execution provider that ran the model.
+    """
+
+    embeddings: np.ndarray
+    logits: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None
+    model_digest: str
+    provider: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> Activations:
+        """The samples at ``index`` (an integer array)."""
+        return Activations(
+            embeddings=self.embeddings[index],
+            logits=self.logits[index],
+            labels=self.labels[index],
+            groups=None if self.groups is None else self.groups[index],
+            model_digest=self.model_digest,
+            provider=self.provider,
+        )
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an ``.npz`` that :meth:`load` and ``ntonnx tune --activations`` read back."""
+        arrays = {
+            "embeddings": self.embeddings,
+            "logits": self.logits,
+            "labels": self.labels,
+            _ACTIVATIONS_MARKER: np.array([self.model_digest, self.provider]),
+        }
+        if self.groups is not None:
+            arrays["groups"] = self.groups
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Activations:
+        """Read a file written by :meth:`save`."""
+        from ntonnx.data import load_npz
+
+        arrays = load_npz(path)
+        if not is_activations(arrays):
+            raise DataError(f"'{path}' is not an activations file written by 'ntonnx extract'")
+        missing = {"embeddings", "logits", "labels"} - set(arrays)
+        if missing:
+            raise DataError(f"activations file '{path}' lacks arrays {sorted(missing)}")
+        digest, provider = (str(v) for v in arrays[_ACTIVATIONS_MARKER])
+        n = len(arrays["labels"])
+        if len(arrays["embeddings"]) != n or len(arrays["logits"]) != n:
+            raise DataError(f"activations file '{path}': embeddings, logits and labels differ in length")
+        return cls(
+            embeddings=arrays["embeddings"],
+            logits=arrays["logits"],
+            labels=arrays["labels"].astype(np.int64),
+            groups=arrays.get("groups"),
+            model_digest=digest,
+            provider=provider,
+        )
+
+
+def is_activations(arrays: dict[str, np.ndarray]) -> bool:
+    """True when named arrays came from :meth:`Activations.save`."""
+    return _ACTIVATIONS_MARKER in arrays
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file, read in chunks."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def resolve_providers(requested: str | None) -> list[str]:
+    """The provider list to ask onnxruntime for: ``requested`` (an alias or full name) or auto."""
+    ort = require_onnxruntime()
+    available = ort.get_available_providers()
+    if requested is None or requested == "auto":
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+    name = _PROVIDER_ALIASES.get(requested.lower(), requested)
+    if name not in available:
+        raise UsageError(
+            f"--provider '{requested}' is not available in this onnxruntime (available: {available}); "
+            "CUDA needs pip install 'ntonnx[gpu]' and a visible GPU"
+        )
+    return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
+
+
+class ModelRunner:
+    """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
+
+    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str):
+        ort = require_onnxruntime()
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        existing = {o.name for o in probe.graph.output}
+        for name in extra_outputs:
+            if name not in existing:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+        self.output_names = list(extra_outputs)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
+            source = serialize_for_runtime(probe, workdir)
+            try:
+                self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+            except Exception as exc:
+                raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+        self.provider = self.session.get_providers()[0]
+        if self.provider != providers[0]:
+            logger.warning("requested %s but onnxruntime runs on %s", providers[0], self.provider)
+        self.inputs = [
+            InputSpec(i.name, _numpy_dtype(i.type, label), tuple(i.shape)) for i in self.session.get_inputs()
+        ]
+        batch_dims = {spec.shape[0] for spec in self.inputs if spec.shape and isinstance(spec.shape[0], int)}
+        self.fixed_batch = batch_dims.pop() if len(batch_dims) == 1 else None
+        self.label = label
+
+    def run(
+        self,
+        data: HeldOutData,
+        batch_size: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """Outputs ``self.output_names`` for all samples, concatenated along the batch axis."""
+        batch = self.fixed_batch or batch_size
+        chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        for feed in data.batches(batch):
+            n = len(next(iter(feed.values())))
+            if self.fixed_batch and n < self.fixed_batch:
+                feed = {k: _pad(v, self.fixed_batch) for k, v in feed.items()}
+            try:
+                results = self.session.run(self.output_names, feed)
+            except Exception as exc:
+                raise DataError(f"model '{self.label}' failed on data '{data.source}': {first_line(exc)}") from None
+            for store, value in zip(chunks, results, strict=True):
+                store.append(value[:n])
+            if progress is not None:
+                progress(n)
+        return [np.concatenate(parts) for parts in chunks]
+
+
+def extract_activations(
+    runner: ModelRunner,
+    head: HeadSpec,
+    data: HeldOutData,
+    *,
+    model_digest: str,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> Activations:
+    """Run the model over ``data`` and return embeddings and logits of every sample.
+
+    ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs.
+    """
+    embeddings, logits = runner.run(data, batch_size, progress)
+    if embeddings.ndim != 2 or embeddings.shape[1] != head.dim:
+        raise ModelError(
+            f"embedding '{head.embedding}' has shape {embeddings.shape}, expected (batch, {head.dim}); "
+            "heads applied per token (rank > 2) are not supported"
+        )
+    return Activations(
+        embeddings=embeddings,
+        logits=logits.reshape(len(logits), -1),
+        labels=data.labels,
+        groups=data.groups,
+        model_digest=model_digest,
+        provider=runner.provider,
+    )
+
+
+def _pad(array: np.ndarray, size: int) -> np.ndarray:
+    repeats = np.repeat(array[-1:], size - len(array), axis=0)
+    return np.concatenate([array, repeats])
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _numpy_dtype(ort_type: str, label: str) -> np.dtype:
+    if ort_type not in _ORT_TYPES:
+        raise ModelError(f"model '{label}' has an input of type {ort_type}, which ntonnx cannot feed")
+    return np.dtype(_ORT_TYPES[ort_type])

@@ -1,0 +1,175 @@
+"""Re-solving the head: weighted, L2-regularised logistic regression on cached embeddings.
+
+Every method reduces to one convex problem with different sample weights: class-balanced
+(``neurontune``, ``llr``), group-balanced (``dfr``), or down-weighting what the original model
+already gets right (``afr``). It is solved with L-BFGS (scipy) on standardised features, started
+from the original head, and the standardisation is folded back so the result is a plain
+``(W, b)`` for ``logits = embedding @ W.T + b``. Suppressed neurons get zero weight columns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class ConvergenceWarning(UserWarning):
+    """L-BFGS stopped before converging; raise ``max_iter`` or ``l2``."""
+
+
+@dataclass
+class HeadFit:
+    """A re-solved head.
+
+    Attributes
+    ----------
+    W : ndarray of shape (n_logits, dim); columns of suppressed neurons are zero.
+    b : ndarray of shape (n_logits,)
+    converged : whether L-BFGS met its tolerance.
+    n_iter : L-BFGS iterations used.
+    loss : final objective value.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    converged: bool
+    n_iter: int
+    loss: float
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Weights of shape (n_samples,) giving every class present the same total weight (mean 1)."""
+    return _balanced(labels)
+
+
+def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
+    """Weights of shape (n_samples,) giving every group present the same total weight (mean 1)."""
+    return _balanced(groups)
+
+
+def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:
+    """AFR's weights ``exp(-gamma * p_true)``, then balanced across classes (mean 1).
+
+    ``p_true`` is the original model's probability of the true class, so samples it already gets
+    confidently right count least. ``logits`` has shape (n_samples, n_logits).
+    """
+    p_true = true_class_probability(logits, labels)
+    raw = np.exp(-gamma * p_true)
+    weights = np.empty_like(raw)
+    classes = np.unique(labels)
+    for y in classes:
+        mask = labels == y
+        weights[mask] = raw[mask] / raw[mask].sum() * len(labels) / len(classes)
+    return weights
+
+
+def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Softmax (or, for one logit, sigmoid) probability of each sample's true class."""
+    probs = _softmax(_two_column(logits))
+    return probs[np.arange(len(labels)), labels]
+
+
+def fit_head(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_logits: int,
+    sample_weight: np.ndarray | None = None,
+    suppressed: np.ndarray | None = None,
+    l2: float = 1e-3,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    anchor_strength: float = 0.0,
+    fit_intercept: bool = True,
+    max_iter: int = 1000,
+    tol: float = 1e-7,
+) -> HeadFit:
+    """Fit ``logits = embeddings @ W.T + b`` by weighted cross-entropy.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim)
+    labels : ndarray of shape (n_samples,), classes in ``[0, max(n_logits, 2))``.
+    n_logits : number of head outputs; 1 means a single-logit binary head (sigmoid).
+    sample_weight : ndarray of shape (n_samples,), or None for uniform.
+    suppressed : neuron indices whose weight columns are fixed at zero.
+    l2 : strength of ``l2/2 * ||W||^2`` on standardised features (scale-free).
+    init : the original ``(W, b)``; the solve starts there (and ``anchor_strength`` pulls to it).
+    anchor_strength : strength of ``a/2 * ||W - W_init||^2`` in standardised space (AFR's pull).
+    fit_intercept : False keeps ``b`` at zero (heads without a bias input).
+    """
+    from scipy.optimize import minimize
+
+    n, dim = embeddings.shape
+    kept = np.setdiff1d(np.arange(dim), np.asarray(suppressed if suppressed is not None else [], dtype=np.int64))
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    weight = weight / weight.sum()
+    X = np.asarray(embeddings[:, kept], dtype=np.float64)
+    mu = weight @ X if fit_intercept else np.zeros(len(kept))
+    sd = np.sqrt(weight @ (X - mu) ** 2) if fit_intercept else np.sqrt(weight @ X**2)
+    sd[sd == 0] = 1.0
+    Z = (X - mu) / sd
+    del X
+    onehot = np.zeros((n, max(n_logits, 2)))
+    onehot[np.arange(n), labels] = 1.0
+
+    W0 = np.zeros((n_logits, len(kept))) if init is None else init[0][:, kept] * sd
+    b0 = np.zeros(n_logits) if init is None else init[1] + init[0][:, kept] @ mu
+    if not fit_intercept:
+        b0 = np.zeros(n_logits)
+    anchor = W0.copy()
+    shape = W0.shape
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        Wz = theta[: W0.size].reshape(shape)
+        bz = theta[W0.size :] if fit_intercept else b0
+        scores = _two_column(Z @ Wz.T + bz)
+        log_norm = _logsumexp(scores)
+        loss = weight @ (log_norm - (scores * onehot).sum(axis=1))
+        residual = (np.exp(scores - log_norm[:, None]) - onehot) * weight[:, None]
+        if n_logits == 1:
+            residual = residual[:, 1:]
+        grad_W = residual.T @ Z + l2 * Wz + anchor_strength * (Wz - anchor)
+        loss += 0.5 * l2 * np.sum(Wz**2) + 0.5 * anchor_strength * np.sum((Wz - anchor) ** 2)
+        grads = [grad_W.ravel()] + ([residual.sum(axis=0)] if fit_intercept else [])
+        return float(loss), np.concatenate(grads)
+
+    theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
+    result = minimize(
+        objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-12}
+    )
+    if not result.success:
+        warnings.warn(
+            f"head solve stopped after {result.nit} iterations without converging ({result.message}); "
+            "raise max_iter or l2",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    Wz = result.x[: W0.size].reshape(shape)
+    bz = result.x[W0.size :] if fit_intercept else b0
+    W = np.zeros((n_logits, dim))
+    W[:, kept] = Wz / sd
+    b = bz - W[:, kept] @ mu
+    return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=int(result.nit), loss=float(result.fun))
+
+
+def _balanced(keys: np.ndarray) -> np.ndarray:
+    values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return len(keys) / (len(values) * counts[inverse])
+
+
+def _two_column(logits: np.ndarray) -> np.ndarray:
+    """One-logit heads as two columns ``[0, s]``, so softmax over them is the sigmoid."""
+    if logits.shape[1] == 1:
+        return np.hstack([np.zeros_like(logits), logits])
+    return logits
+
+
+def _logsumexp(scores: np.ndarray) -> np.ndarray:
+    top = scores.max(axis=1)
+    return top + np.log(np.exp(scores - top[:, None]).sum(axis=1))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    return np.exp(scores - _logsumexp(scores)[:, None])

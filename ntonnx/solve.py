@@ -87,6 +87,11 @@ def fit_head(
 ) -> HeadFit:
     """Fit ``logits = embeddings @ W.T + b`` by weighted cross-entropy.
 
+    The embeddings are never copied: float32 input stays float32 and is read in row blocks that
+    fit the CPU cache, once per objective evaluation, while the softmax, the loss and the
+    accumulated gradient are float64. Standardisation is folded into the weights instead of
+    being applied to the data, so memory stays at one embedding matrix even for 200k x 2048.
+
     Parameters
     ----------
     embeddings : ndarray of shape (n_samples, dim)
@@ -98,46 +103,69 @@ def fit_head(
     init : the original ``(W, b)``; the solve starts there (and ``anchor_strength`` pulls to it).
     anchor_strength : strength of ``a/2 * ||W - W_init||^2`` in standardised space (AFR's pull).
     fit_intercept : False keeps ``b`` at zero (heads without a bias input).
+    max_iter : L-BFGS iteration limit.
+    tol : L-BFGS tolerance on the largest gradient entry. float32 embeddings hold about seven
+        significant digits, so for them the tolerance is at least ``10 * eps(float32)``: a tighter
+        one only makes the line search fail on rounding noise.
     """
     from scipy.optimize import minimize
 
-    n, dim = embeddings.shape
+    X = np.asarray(embeddings)
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float32)
+    X = np.ascontiguousarray(X)
+    n, dim = X.shape
+    labels = np.asarray(labels, dtype=np.int64)
     kept = np.setdiff1d(np.arange(dim), np.asarray(suppressed if suppressed is not None else [], dtype=np.int64))
     weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     weight = weight / weight.sum()
-    X = np.asarray(embeddings[:, kept], dtype=np.float64)
-    mu = weight @ X if fit_intercept else np.zeros(len(kept))
-    sd = np.sqrt(weight @ (X - mu) ** 2) if fit_intercept else np.sqrt(weight @ X**2)
+    blocks = _row_blocks(n, dim * X.itemsize)
+    mu_all, sd_all = _weighted_moments(X, weight, blocks, centre=fit_intercept)
+    mu, sd = mu_all[kept], sd_all[kept]
     sd[sd == 0] = 1.0
-    Z = (X - mu) / sd
-    del X
-    onehot = np.zeros((n, max(n_logits, 2)))
-    onehot[np.arange(n), labels] = 1.0
 
-    W0 = np.zeros((n_logits, len(kept))) if init is None else init[0][:, kept] * sd
-    b0 = np.zeros(n_logits) if init is None else init[1] + init[0][:, kept] @ mu
-    if not fit_intercept:
-        b0 = np.zeros(n_logits)
+    W0 = np.zeros((n_logits, len(kept))) if init is None else np.asarray(init[0], dtype=np.float64)[:, kept] * sd
+    b0 = np.zeros(n_logits)
+    if init is not None and fit_intercept:
+        b0 = np.asarray(init[1], dtype=np.float64) + np.asarray(init[0], dtype=np.float64)[:, kept] @ mu
     anchor = W0.copy()
     shape = W0.shape
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         Wz = theta[: W0.size].reshape(shape)
         bz = theta[W0.size :] if fit_intercept else b0
-        scores = _two_column(Z @ Wz.T + bz)
-        log_norm = _logsumexp(scores)
-        loss = weight @ (log_norm - (scores * onehot).sum(axis=1))
-        residual = (np.exp(scores - log_norm[:, None]) - onehot) * weight[:, None]
-        if n_logits == 1:
-            residual = residual[:, 1:]
-        grad_W = residual.T @ Z + l2 * Wz + anchor_strength * (Wz - anchor)
+        # scores = ((X - mu) / sd) @ Wz.T + bz, computed as X @ V.T + offset without centring X
+        V = np.zeros((dim, n_logits), dtype=X.dtype)
+        V[kept] = (Wz / sd).T
+        offset = bz - mu @ (Wz / sd).T
+        loss, grad_V, grad_b = 0.0, np.zeros((n_logits, dim)), np.zeros(n_logits)
+        for rows in blocks:
+            block = X[rows]
+            scores = _two_column(block @ V + offset)
+            log_norm = _logsumexp(scores)
+            y, w = labels[rows], weight[rows]
+            picked = np.arange(len(y)), y
+            loss += w @ (log_norm - scores[picked])
+            residual = np.exp(scores - log_norm[:, None])
+            residual[picked] -= 1.0
+            residual *= w[:, None]
+            if n_logits == 1:
+                residual = residual[:, 1:]
+            grad_V += residual.T.astype(X.dtype) @ block
+            grad_b += residual.sum(axis=0)
+        # chain rule back to standardised weights: d/dWz = (grad_V - grad_b x mu) / sd
+        grad_W = (grad_V[:, kept] - np.outer(grad_b, mu)) / sd + l2 * Wz + anchor_strength * (Wz - anchor)
         loss += 0.5 * l2 * np.sum(Wz**2) + 0.5 * anchor_strength * np.sum((Wz - anchor) ** 2)
-        grads = [grad_W.ravel()] + ([residual.sum(axis=0)] if fit_intercept else [])
+        grads = [grad_W.ravel()] + ([grad_b] if fit_intercept else [])
         return float(loss), np.concatenate(grads)
 
     theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
     result = minimize(
-        objective, theta0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": tol, "ftol": 1e-12}
+        objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": max(tol, 10 * float(np.finfo(X.dtype).eps)), "ftol": 1e-12},
     )
     if not result.success:
         warnings.warn(
@@ -152,6 +180,33 @@ def fit_head(
     W[:, kept] = Wz / sd
     b = bz - W[:, kept] @ mu
     return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=int(result.nit), loss=float(result.fun))
+
+
+def _row_blocks(n: int, row_bytes: int, block_bytes: int = 1 << 20) -> list[slice]:
+    """Row slices of about ``block_bytes`` each, so a block stays in cache between its two products."""
+    rows = max(32, block_bytes // max(row_bytes, 1))
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def _weighted_moments(
+    X: np.ndarray, weight: np.ndarray, blocks: list[slice], *, centre: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and standard deviation of every column, block by block (no copy of ``X``).
+
+    Without ``centre`` the mean is zero and the deviation is the root mean square. The variance
+    uses a shift (the first row) so that columns with a large offset keep their precision.
+    """
+    dim = X.shape[1]
+    shift = X[0].astype(np.float64) if centre else np.zeros(dim)
+    first, second = np.zeros(dim), np.zeros(dim)
+    for rows in blocks:
+        block = X[rows] - shift.astype(X.dtype)
+        w = weight[rows].astype(X.dtype)
+        first += w @ block
+        second += w @ (block * block)
+    if not centre:
+        return np.zeros(dim), np.sqrt(second)
+    return shift + first, np.sqrt(np.maximum(second - first**2, 0.0))
 
 
 def _balanced(keys: np.ndarray) -> np.ndarray:

@@ -176,9 +176,15 @@ class ModelRunner:
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> list[np.ndarray]:
-        """Outputs ``self.output_names`` for all samples, concatenated along the batch axis."""
+        """Outputs ``self.output_names`` for all samples, stacked along the batch axis.
+
+        The result arrays are allocated once, after the first batch, and filled in place: holding
+        every batch's output in a list and concatenating at the end would need twice the memory of
+        the embedding matrix at its peak.
+        """
         batch = self.fixed_batch or batch_size
-        chunks: list[list[np.ndarray]] = [[] for _ in self.output_names]
+        outputs: list[np.ndarray] | None = None
+        done = 0
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
@@ -187,11 +193,21 @@ class ModelRunner:
                 results = self.session.run(self.output_names, feed)
             except Exception as exc:
                 raise DataError(f"model '{self.label}' failed on data '{data.source}': {first_line(exc)}") from None
-            for store, value in zip(chunks, results, strict=True):
-                store.append(value[:n])
+            if outputs is None:
+                outputs = [np.empty((len(data), *value.shape[1:]), dtype=value.dtype) for value in results]
+            for name, store, value in zip(self.output_names, outputs, results, strict=True):
+                if value.shape[1:] != store.shape[1:]:
+                    raise ModelError(
+                        f"model '{self.label}': output '{name}' has shape {value.shape} from sample {done} on, "
+                        f"but {store.shape[1:]} per sample before; ntonnx needs a fixed shape per sample"
+                    )
+                store[done : done + n] = value[:n]
+            done += n
             if progress is not None:
                 progress(n)
-        return [np.concatenate(parts) for parts in chunks]
+        if outputs is None:
+            raise DataError(f"data '{data.source}' has zero samples")
+        return outputs
 
 
 def extract_activations(

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: Embedding matrices up to this many entries are solved in float64 (a copy of at most 64 MB).
+_SMALL = 1 << 23
+
 
 class ConvergenceWarning(UserWarning):
     """L-BFGS stopped before converging; raise ``max_iter`` or ``l2``."""
@@ -87,10 +90,12 @@ def fit_head(
 ) -> HeadFit:
     """Fit ``logits = embeddings @ W.T + b`` by weighted cross-entropy.
 
-    The embeddings are never copied: float32 input stays float32 and is read in row blocks that
-    fit the CPU cache, once per objective evaluation, while the softmax, the loss and the
-    accumulated gradient are float64. Standardisation is folded into the weights instead of
-    being applied to the data, so memory stays at one embedding matrix even for 200k x 2048.
+    Standardisation is folded into the weights instead of being applied to the data, and the
+    data are read in row blocks that fit the CPU cache, once per objective evaluation, so a large
+    embedding matrix is never copied: memory stays at one matrix even for 200k x 2048. Loss,
+    softmax and gradient sums are float64. Large float32 matrices are multiplied in float32
+    (half the memory traffic of float64); if L-BFGS then stalls on rounding noise near the
+    optimum, it finishes with float64 products. Small matrices are simply converted to float64.
 
     Parameters
     ----------
@@ -104,15 +109,13 @@ def fit_head(
     anchor_strength : strength of ``a/2 * ||W - W_init||^2`` in standardised space (AFR's pull).
     fit_intercept : False keeps ``b`` at zero (heads without a bias input).
     max_iter : L-BFGS iteration limit.
-    tol : L-BFGS tolerance on the largest gradient entry. float32 embeddings hold about seven
-        significant digits, so for them the tolerance is at least ``10 * eps(float32)``: a tighter
-        one only makes the line search fail on rounding noise.
+    tol : L-BFGS tolerance on the largest gradient entry.
     """
     from scipy.optimize import minimize
 
     X = np.asarray(embeddings)
-    if X.dtype not in (np.float32, np.float64):
-        X = X.astype(np.float32)
+    if X.dtype != np.float32 or X.size <= _SMALL:
+        X = X.astype(np.float64, copy=False)
     X = np.ascontiguousarray(X)
     n, dim = X.shape
     labels = np.asarray(labels, dtype=np.int64)
@@ -131,16 +134,17 @@ def fit_head(
     anchor = W0.copy()
     shape = W0.shape
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def objective(theta: np.ndarray, precise: bool) -> tuple[float, np.ndarray]:
         Wz = theta[: W0.size].reshape(shape)
         bz = theta[W0.size :] if fit_intercept else b0
-        # scores = ((X - mu) / sd) @ Wz.T + bz, computed as X @ V.T + offset without centring X
-        V = np.zeros((dim, n_logits), dtype=X.dtype)
+        # scores = ((X - mu) / sd) @ Wz.T + bz, computed as X @ V + offset without centring X
+        dtype = np.float64 if precise else X.dtype
+        V = np.zeros((dim, n_logits), dtype=dtype)
         V[kept] = (Wz / sd).T
         offset = bz - mu @ (Wz / sd).T
         loss, grad_V, grad_b = 0.0, np.zeros((n_logits, dim)), np.zeros(n_logits)
         for rows in blocks:
-            block = X[rows]
+            block = X[rows].astype(dtype, copy=False)
             scores = _two_column(block @ V + offset)
             log_norm = _logsumexp(scores)
             y, w = labels[rows], weight[rows]
@@ -151,7 +155,7 @@ def fit_head(
             residual *= w[:, None]
             if n_logits == 1:
                 residual = residual[:, 1:]
-            grad_V += residual.T.astype(X.dtype) @ block
+            grad_V += residual.T.astype(dtype) @ block
             grad_b += residual.sum(axis=0)
         # chain rule back to standardised weights: d/dWz = (grad_V - grad_b x mu) / sd
         grad_W = (grad_V[:, kept] - np.outer(grad_b, mu)) / sd + l2 * Wz + anchor_strength * (Wz - anchor)
@@ -159,18 +163,26 @@ def fit_head(
         grads = [grad_W.ravel()] + ([grad_b] if fit_intercept else [])
         return float(loss), np.concatenate(grads)
 
+    def solve(theta: np.ndarray, precise: bool, iterations: int):
+        return minimize(
+            objective,
+            theta,
+            args=(precise,),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": iterations, "gtol": tol, "ftol": 1e-12},
+        )
+
     theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
-    result = minimize(
-        objective,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": max(tol, 10 * float(np.finfo(X.dtype).eps)), "ftol": 1e-12},
-    )
+    result = solve(theta0, X.dtype == np.float64, max_iter)
+    n_iter = int(result.nit)
+    if not result.success and X.dtype == np.float32 and n_iter < max_iter:
+        # the line search failed on float32 rounding noise: finish with float64 products
+        result = solve(result.x, True, max_iter - n_iter)
+        n_iter += int(result.nit)
     if not result.success:
         warnings.warn(
-            f"head solve stopped after {result.nit} iterations without converging ({result.message}); "
-            "raise max_iter or l2",
+            f"head solve stopped after {n_iter} iterations without converging ({result.message}); raise max_iter or l2",
             ConvergenceWarning,
             stacklevel=2,
         )
@@ -179,7 +191,7 @@ def fit_head(
     W = np.zeros((n_logits, dim))
     W[:, kept] = Wz / sd
     b = bz - W[:, kept] @ mu
-    return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=int(result.nit), loss=float(result.fun))
+    return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=n_iter, loss=float(result.fun))
 
 
 def _row_blocks(n: int, row_bytes: int, block_bytes: int = 1 << 20) -> list[slice]:

@@ -10,12 +10,17 @@ from the original head, and the standardisation is folded back so the result is 
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 
 #: Embedding matrices up to this many entries are solved in float64 (a copy of at most 64 MB).
 _SMALL = 1 << 23
+#: Gradient terms below this are dropped (they are far below any tolerance).
+_NEGLIGIBLE = 1e-30
+#: Up to this many logits the solve runs BLAS on one thread (see ``fit_head``).
+_SERIAL_MAX_LOGITS = 32
 
 
 class ConvergenceWarning(UserWarning):
@@ -112,6 +117,7 @@ def fit_head(
     tol : L-BFGS tolerance on the largest gradient entry.
     """
     from scipy.optimize import minimize
+    from threadpoolctl import threadpool_limits
 
     X = np.asarray(embeddings)
     if X.dtype != np.float32 or X.size <= _SMALL:
@@ -155,6 +161,8 @@ def fit_head(
             residual *= w[:, None]
             if n_logits == 1:
                 residual = residual[:, 1:]
+            # probabilities below 1e-30 would become float32 subnormals, which slow BLAS ~40x
+            np.copyto(residual, 0.0, where=np.abs(residual) < _NEGLIGIBLE)
             grad_V += residual.T.astype(dtype) @ block
             grad_b += residual.sum(axis=0)
         # chain rule back to standardised weights: d/dWz = (grad_V - grad_b x mu) / sd
@@ -174,12 +182,15 @@ def fit_head(
         )
 
     theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
-    result = solve(theta0, X.dtype == np.float64, max_iter)
-    n_iter = int(result.nit)
-    if not result.success and X.dtype == np.float32 and n_iter < max_iter:
-        # the line search failed on float32 rounding noise: finish with float64 products
-        result = solve(result.x, True, max_iter - n_iter)
-        n_iter += int(result.nit)
+    # With few logits the block products are memory-bound: a second BLAS thread adds nothing but
+    # synchronisation, which costs milliseconds per product when the other core is busy.
+    with threadpool_limits(limits=1, user_api="blas") if n_logits <= _SERIAL_MAX_LOGITS else nullcontext():
+        result = solve(theta0, X.dtype == np.float64, max_iter)
+        n_iter = int(result.nit)
+        if not result.success and X.dtype == np.float32 and n_iter < max_iter:
+            # the line search failed on float32 rounding noise: finish with float64 products
+            result = solve(result.x, True, max_iter - n_iter)
+            n_iter += int(result.nit)
     if not result.success:
         warnings.warn(
             f"head solve stopped after {n_iter} iterations without converging ({result.message}); raise max_iter or l2",

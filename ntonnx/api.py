@@ -297,6 +297,9 @@ class _Session:
         self._runner: ModelRunner | None = None
         self.model_digest = file_digest(loaded.path)
         self.digests: dict[str, str] = {}
+        # the first samples of every data set run, kept (copied) for verifying the written model,
+        # so that tuning never reads a data file twice
+        self._samples: dict[str, HeldOutData] = {}
 
     @classmethod
     def open(cls, model, provider, output, head_node, embedding, batch_size) -> _Session:
@@ -330,6 +333,12 @@ class _Session:
             if is_activations(arrays):
                 return self._checked(Activations.load(source), str(source))
             data = validate_heldout(arrays, self.input_specs, self.head.n_classes, source=str(source))
+        self._samples[_describe(source)] = HeldOutData(
+            inputs={k: v[:_VERIFY_SAMPLES].copy() for k, v in data.inputs.items()},
+            labels=data.labels[:_VERIFY_SAMPLES].copy(),
+            groups=None,
+            source=data.source,
+        )
         update = progress(f"extract {Path(data.source).name}", len(data)) if progress else None
         return extract_activations(
             self.runner, self.head, data, model_digest=self.model_digest, batch_size=self.batch_size, progress=update
@@ -345,20 +354,9 @@ class _Session:
         return acts
 
     def verification_sample(self, data) -> HeldOutData:
-        """Real inputs when we have them, else a synthetic batch shaped like the model's inputs."""
+        """The first samples of ``data`` (already run by :meth:`activations`), else a synthetic batch."""
         if data is not None:
-            held = (
-                data
-                if isinstance(data, HeldOutData)
-                else validate_heldout(load_npz(data), self.input_specs, self.head.n_classes, source=str(data))
-            )
-            take = slice(0, _VERIFY_SAMPLES)
-            return HeldOutData(
-                inputs={k: v[take] for k, v in held.inputs.items()},
-                labels=held.labels[take],
-                groups=None,
-                source=held.source,
-            )
+            return self._samples[_describe(data)]
         return synthetic_sample(self.input_specs, n=8)
 
     def write(self, output_path: Path, W, b, provenance, sample: HeldOutData) -> tuple[list[Path], Verification]:

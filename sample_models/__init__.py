@@ -1,0 +1,1 @@
+"""Scripts that build the sample models and benchmark cases (need the ``bench`` extra)."""

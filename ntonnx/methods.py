@@ -97,9 +97,13 @@ def identify_spurious(
             scores.n_right[y],
         )
     suppressed = select_spurious(scores, options.rule, options.threshold)
-    if len(suppressed) == identification.embeddings.shape[1]:
+    # Dead neurons (constant on the data) carry nothing; if every live one is selected, the re-fit
+    # head could only output its bias.
+    live = np.flatnonzero(np.ptp(identification.embeddings, axis=0) > 0)
+    if live.size and np.isin(live, suppressed).all():
         raise UsageError(
-            f"all {len(suppressed)} embedding neurons scored as spurious; raise --threshold or use --rule all"
+            f"all {live.size} active embedding neurons scored as spurious (rule '{options.rule}', "
+            f"threshold {options.threshold}); raise --threshold or use --rule all"
         )
     return scores, suppressed
 

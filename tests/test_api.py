@@ -96,3 +96,11 @@ def test_bad_arrays_are_refused_with_the_array_named(tiny, tmp_path, mutate, mes
 def test_nan_threshold_is_a_usage_error():
     with pytest.raises(ntonnx.UsageError, match="--threshold must be a finite number"):
         ntonnx.TuneOptions(threshold=float("nan"))
+
+
+def test_suppressing_every_active_neuron_is_refused(tiny, tmp_path):
+    model_path, data_path, _ = tiny()
+    with pytest.raises(ntonnx.UsageError, match="active embedding neurons scored as spurious"):
+        ntonnx.tune(model_path, tmp_path / "o.onnx", data=data_path,
+                    options=ntonnx.TuneOptions(rule="any", threshold=-1e9))  # fmt: skip
+    assert not (tmp_path / "o.onnx").exists()

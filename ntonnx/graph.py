@@ -14,6 +14,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ntonnx.errors import ModelError, first_line
+
 
 class GraphIndex:
     """Producer/consumer maps of ``model.graph`` (the main graph; subgraphs are not indexed)."""
@@ -42,12 +44,12 @@ class GraphIndex:
     def constant(self, tensor: str) -> np.ndarray | None:
         """The value of ``tensor`` if it is an initializer or a ``Constant`` node's output."""
         if tensor in self.initializers:
-            return numpy_helper.to_array(self.initializers[tensor])
+            return _decode(self.initializers[tensor], tensor)
         node = self.producers.get(tensor)
         if node is not None and node.op_type == "Constant" and not node.input:
             for attr in node.attribute:
                 if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
+                    return _decode(attr.t, tensor)
         return None
 
     def node_by_name(self, name: str) -> onnx.NodeProto | None:
@@ -56,6 +58,14 @@ class GraphIndex:
             if node.name == name:
                 return node
         return self.producers.get(name)
+
+
+def _decode(proto: onnx.TensorProto, name: str) -> np.ndarray:
+    """A constant's value; a tensor whose bytes do not match its dtype and shape is a ModelError."""
+    try:
+        return numpy_helper.to_array(proto)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelError(f"constant tensor '{name}' is corrupt: {first_line(exc)}") from None
 
 
 def node_label(node: onnx.NodeProto) -> str:

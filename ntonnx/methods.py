@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ntonnx.errors import UsageError
+from ntonnx.errors import DataError, UsageError
 from ntonnx.metrics import predict
 from ntonnx.neurons import RULES, NeuronScores, select_spurious, spuriousness_scores
 from ntonnx.runtime import Activations
@@ -119,6 +119,13 @@ def refit_head(
     """Re-fit the head on ``tuning`` with ``suppressed`` neurons dropped; None for ``erm``."""
     if options.method == "erm":
         return None
+    n_classes = max(original[0].shape[0], 2)
+    missing = np.setdiff1d(np.arange(n_classes), tuning.labels)
+    if missing.size:
+        raise DataError(
+            f"the tuning data has no samples of class(es) {missing.tolist()}; re-fitting the head needs "
+            "samples of every class the model predicts"
+        )
     anchor, l2 = 0.0, options.l2
     if options.method in ("neurontune", "llr"):
         weights = class_balanced_weights(tuning.labels)

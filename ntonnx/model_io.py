@@ -56,6 +56,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
         raise ModelError(f"model file '{path}' is not a valid ONNX model ({first_line(exc)})") from None
+    _check_text_fields(proto, path)
     if not proto.graph.node or not proto.graph.output:
         raise ModelError(f"model file '{path}' holds no graph with nodes and outputs; is it an ONNX model?")
     locations = {
@@ -74,6 +75,35 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             ) from None
     external = frozenset(str((path.parent / loc).resolve()) for loc in locations)
     return LoadedModel(proto=proto, path=path, external_files=external)
+
+
+def _check_text_fields(proto: onnx.ModelProto, path: Path) -> None:
+    """Decode every string field once.
+
+    Protobuf decodes strings lazily, so corrupt UTF-8 would otherwise surface as a
+    UnicodeDecodeError deep inside whatever first reads that name.
+    """
+    try:
+        _touch_strings(proto)
+    except UnicodeError:
+        raise ModelError(f"model file '{path}' holds text that is not valid UTF-8; the file is corrupt") from None
+
+
+def _touch_strings(message) -> None:
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in value if _is_repeated(field) else [value]:
+                _touch_strings(item)
+        elif field.type == field.TYPE_STRING:
+            for text in value if _is_repeated(field) else [value]:
+                # proto2 hands back undecodable text as bytes (or str with surrogates)
+                text.decode("utf-8") if isinstance(text, bytes) else text.encode("utf-8")
+
+
+def _is_repeated(field) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf >= 5 deprecates ``label``
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
 
 
 def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

@@ -8,9 +8,11 @@ because onnxruntime falls back to CPU without saying so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,7 +159,9 @@ class ModelRunner:
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
             try:
-                self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+                # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
+                with contextlib.redirect_stdout(sys.stderr):
+                    self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
             except Exception as exc:
                 raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]

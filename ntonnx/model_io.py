@@ -9,6 +9,7 @@ partial file at the output path and the input files are never written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from ntonnx.errors import ModelError, UsageError, first_line
 # Protobuf refuses to serialise a message over 2 GiB; stay clear of it with a margin.
 _PROTOBUF_SAFE_BYTES = 1_800_000_000
 _TMP_PREFIX = ".ntonnx-tmp-"
+
+logger = logging.getLogger("ntonnx")
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,9 @@ def save_model_atomic(
             onnx.save_model(model, str(tmp_model))
         if check is not None:
             check(tmp_model)
+        if len(targets) > 1 and output.exists():
+            # an old model must never be seen next to the new data file: drop it first
+            output.unlink()
         for target in reversed(targets):
             os.replace(Path(tmp) / target.name, target)
     return targets
@@ -187,9 +193,33 @@ def save_model_atomic(
 
 @contextlib.contextmanager
 def _temp_dir_beside(output: Path) -> Iterator[str]:
+    """A temporary folder next to ``output`` (same filesystem, so the final rename is atomic).
+
+    Its name carries our PID; folders left by a process that was killed (SIGKILL, power loss) are
+    removed here, on the next write into the same directory.
+    """
     parent = output.parent if str(output.parent) else Path(".")
-    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=parent)
+    _remove_stale_temp_dirs(parent)
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent)
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temp_dirs(parent: Path) -> None:
+    for candidate in parent.glob(f"{_TMP_PREFIX}*"):
+        pid_text = candidate.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if candidate.is_dir() and pid_text.isdigit() and not _process_alive(int(pid_text)):
+            logger.info("removing %s left by an interrupted run (pid %s)", candidate, pid_text)
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

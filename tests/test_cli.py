@@ -162,3 +162,35 @@ def test_real_subprocess_round_trip(sample, tmp_path):
     assert [i.name for i in reloaded.graph.input] == [i.name for i in original.graph.input]
     assert [o.name for o in reloaded.graph.output] == [o.name for o in original.graph.output]
     assert reloaded.opset_import == original.opset_import
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--head-node", "nope"], 2, "--head-node 'nope' names no node"),
+        (["--embedding", "nope"], 2, "--embedding 'nope' feeds no Gemm or MatMul"),
+        (["--output", "nope"], 2, "--output 'nope' is not a graph output"),
+        (["--threshold", "nan"], 2, "--threshold must be a finite number"),
+        (["--split", "1.5"], 2, "--split must be strictly between 0 and 1"),
+        (["--provider", "tpu"], 2, "--provider 'tpu' is not available"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(sample, tmp_path, extra, code, message):
+    result = invoke("tune", sample["model"], "--data", sample["heldout"], "-o", tmp_path / "o.onnx", *extra)
+    assert result.exit_code == code, result.output
+    assert message in _error_line(result)
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_output_directory_must_exist(sample, tmp_path):
+    result = invoke("tune", sample["model"], "--data", sample["heldout"], "-o", tmp_path / "no" / "o.onnx")
+    assert result.exit_code == 2
+    assert "does not exist" in _error_line(result)
+
+
+def test_output_equal_to_input_is_refused_even_with_force(sample, tmp_path):
+    before = sha256(sample["model"])
+    result = invoke("tune", sample["model"], "--data", sample["heldout"], "-o", sample["model"], "--force")
+    assert result.exit_code == 2
+    assert "is the input model" in _error_line(result)
+    assert sha256(sample["model"]) == before

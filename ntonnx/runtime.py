@@ -21,7 +21,7 @@ import onnx
 
 from ntonnx.data import HeldOutData, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
-from ntonnx.heads import HeadSpec
+from ntonnx.heads import HeadSpec, head_activations
 from ntonnx.model_io import serialize_for_runtime
 
 logger = logging.getLogger("ntonnx")
@@ -207,15 +207,10 @@ def extract_activations(
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs.
     """
-    embeddings, logits = runner.run(data, batch_size, progress)
-    if embeddings.ndim != 2 or embeddings.shape[1] != head.dim:
-        raise ModelError(
-            f"embedding '{head.embedding}' has shape {embeddings.shape}, expected (batch, {head.dim}); "
-            "heads applied per token (rank > 2) are not supported"
-        )
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress))
     return Activations(
         embeddings=embeddings,
-        logits=logits.reshape(len(logits), -1),
+        logits=logits,
         labels=data.labels,
         groups=data.groups,
         model_digest=model_digest,

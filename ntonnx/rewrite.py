@@ -115,7 +115,7 @@ def verify_written(
     dependent, independent = _split_outputs(original, head)
     fetch = [new_head.embedding, new_head.logits, *[o for o in dependent if o == head.output], *independent]
     fetch = list(dict.fromkeys(fetch))
-    runner = ModelRunner(written, fetch, providers, str(path))
+    runner = ModelRunner(written, fetch, providers, str(path), exact=True)
     results = dict(zip(fetch, runner.run(sample, batch_size=64), strict=True))
     embeddings, logits = head_activations(new_head, results[new_head.embedding], results[new_head.logits])
     expected = embeddings.astype(np.float64) @ stored_W.T + stored_b
@@ -210,7 +210,7 @@ def _check_identical(
     """Every output that does not depend on the head equals the input model's, bit for bit."""
     if not independent:
         return
-    runner = ModelRunner(original, fetch, providers, "input model")
+    runner = ModelRunner(original, fetch, providers, "input model", exact=True)
     before = dict(zip(fetch, runner.run(sample, batch_size=64), strict=True))
     for name in independent:
         a, b = before[name], results[name]

@@ -143,7 +143,12 @@ def resolve_providers(requested: str | None) -> list[str]:
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
-    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str):
+    def __init__(
+        self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str, *, exact: bool = False
+    ):
+        """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
+        dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
+        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -154,6 +159,8 @@ class ModelRunner:
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if exact:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
             try:

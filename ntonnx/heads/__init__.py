@@ -24,7 +24,7 @@ from ntonnx.heads.matmul import matmul, matmul_add
 from ntonnx.heads.matmul_integer import matmul_integer
 from ntonnx.heads.params import WeightRef, trace
 from ntonnx.heads.pooling import Pooling, conv_compatible, match_pooling
-from ntonnx.heads.postops import POST_OPS, apply_post_ops, step_back, step_forward
+from ntonnx.heads.postops import POST_OPS, apply_post_ops, step_back, steps_forward
 
 __all__ = [
     "PATTERNS",
@@ -210,24 +210,30 @@ def _head_from_embedding(index: GraphIndex, tensor: str) -> HeadSpec:
 
 
 def _attach_output(index: GraphIndex, spec: HeadSpec, output: str | None) -> HeadSpec:
-    """Follow the head's logits forward through a pooling and post-ops to the graph output they feed."""
+    """Follow the head's logits forward through a pooling and post-ops to the graph output they feed.
+
+    A breadth-first search over post-op paths: the shortest one reaching ``output`` (any graph
+    output when None) wins, so ``logits -> Softmax -> ZipMap`` is found next to an ``ArgMax``.
+    """
     consumers = index.consumers.get(spec.logits, [])
     if spec.logits not in index.graph_outputs and len(consumers) == 1:
-        pooled = _absorb_pooling(index, spec, consumers[0])
-        spec = pooled or spec
-    tensor, post_ops = spec.logits, []
-    while not (tensor in index.graph_outputs and output in (None, tensor)):
-        step = step_forward(index, tensor)
-        if step is None:
-            readers = [node_label(n) for n in index.consumers.get(tensor, [])] or "nothing"
-            target = f"output '{output}'" if output else "a graph output"
-            raise ModelError(
-                f"head '{spec.nodes[-1]}' does not reach {target} through {'/'.join(sorted(POST_OPS))} only; "
-                f"'{tensor}' goes to {readers}"
-            )
-        post_ops.append(step[0])
-        tensor = step[1]
-    return dataclasses.replace(spec, output=tensor, post_ops=post_ops)
+        spec = _absorb_pooling(index, spec, consumers[0]) or spec
+    paths: list[tuple[str, list[str]]] = [(spec.logits, [])]
+    seen = {spec.logits}
+    while paths:
+        tensor, post_ops = paths.pop(0)
+        if tensor in index.graph_outputs and output in (None, tensor):
+            return dataclasses.replace(spec, output=tensor, post_ops=post_ops)
+        for op, produced in steps_forward(index, tensor):
+            if produced not in seen:
+                seen.add(produced)
+                paths.append((produced, [*post_ops, op]))
+    readers = [node_label(n) for n in index.consumers.get(spec.logits, [])] or "nothing"
+    target = f"output '{output}'" if output else "a graph output"
+    raise ModelError(
+        f"head '{spec.nodes[-1]}' does not reach {target} through {'/'.join(sorted(POST_OPS))} only; "
+        f"its logits '{spec.logits}' go to {readers}"
+    )
 
 
 def _why_not(index: GraphIndex, node: onnx.NodeProto) -> str:

@@ -41,25 +41,19 @@ def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None
     return None
 
 
-def step_forward(index: GraphIndex, tensor: str) -> tuple[str, str] | None:
-    """If ``tensor`` feeds exactly one post-op, its name and the tensor it produces; else None."""
-    consumers = index.consumers.get(tensor, [])
-    if len(consumers) == 2 and {n.op_type for n in consumers} == {"Sub", "Concat"}:
-        concat = next(n for n in consumers if n.op_type == "Concat")
-        found = step_back(index, concat)
-        return (BINARY_PROBA, concat.output[0]) if found and found[1] == tensor else None
-    if len(consumers) != 1:
-        return None
-    node = consumers[0]
-    if node.op_type == "QuantizeLinear":
-        after = index.consumers.get(node.output[0], [])
-        if len(after) == 1 and after[0].op_type == "DequantizeLinear":
-            return QDQ, after[0].output[0]
-        return None
-    found = step_back(index, node)
-    if found is None or found[1] != tensor:
-        return None
-    return found[0], node.output[0]
+def steps_forward(index: GraphIndex, tensor: str) -> list[tuple[str, str]]:
+    """Each post-op reading the scores ``tensor``: its name and the tensor it produces."""
+    steps = []
+    for node in index.consumers.get(tensor, []):
+        if node.op_type == "QuantizeLinear":
+            steps += [
+                (QDQ, n.output[0]) for n in index.consumers.get(node.output[0], []) if n.op_type == "DequantizeLinear"
+            ]
+            continue
+        found = step_back(index, node)
+        if found is not None and found[1] == tensor:
+            steps.append((found[0], node.output[0]))
+    return steps
 
 
 def _binary_proba(index: GraphIndex, concat: onnx.NodeProto) -> tuple[str, str] | None:

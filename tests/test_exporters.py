@@ -556,3 +556,14 @@ def test_the_other_head_can_be_chosen(exported, tmp_path):
         ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture))
     result = ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture, "aux"), output="aux")
     assert result.head.nodes == ["/aux/Gemm"] and result.verification.identical_outputs == ["logits"]
+
+
+def test_qdq_matmul_add_head_is_refused_with_the_reason(tmp_path):
+    """onnxruntime's QDQ quantizer re-quantizes a MatMul's product before the bias Add: not affine."""
+    from tests.builders import head_model
+
+    model, _ = head_model(layout="matmul_add", post_ops=("Softmax",))
+    onnx.save(model, str(tmp_path / "float.onnx"))
+    quantized = ort_qdq(tmp_path / "float.onnx", tmp_path / "qdq.onnx", features(6, "x"))
+    with pytest.raises(ntonnx.ModelError, match=r"product of MatMul 'fc_matmul' is re-quantized.*--head-node"):
+        locate_head(onnx.load(str(quantized)))

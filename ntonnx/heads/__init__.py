@@ -24,7 +24,7 @@ from ntonnx.heads.matmul import matmul, matmul_add
 from ntonnx.heads.matmul_integer import matmul_integer
 from ntonnx.heads.params import WeightRef, trace
 from ntonnx.heads.pooling import Pooling, conv_compatible, match_pooling
-from ntonnx.heads.postops import POST_OPS, apply_post_ops, step_back, steps_forward
+from ntonnx.heads.postops import POST_OPS, QDQ, apply_post_ops, step_back, steps_forward
 
 __all__ = [
     "PATTERNS",
@@ -237,7 +237,16 @@ def _attach_output(index: GraphIndex, spec: HeadSpec, output: str | None) -> Hea
 
 
 def _why_not(index: GraphIndex, node: onnx.NodeProto) -> str:
-    """Why a linear-looking node is not a head: which weight input is computed at run time."""
+    """Why a linear-looking node is not a head: a weight computed at run time, a re-quantized product."""
+    if node.op_type == "Add":
+        for name in node.input:
+            step = step_back(index, index.producer(name)) if index.producer(name) is not None else None
+            product = index.producer(step[1]) if step is not None and step[0] == QDQ else None
+            if product is not None and product.op_type in _LINEAR_OPS:
+                return (
+                    f" (the product of {product.op_type} '{node_label(product)}' is re-quantized before its bias is "
+                    "added, so the head is not affine; quantize with the head excluded, e.g. nodes_to_exclude)"
+                )
     if node.op_type not in _LINEAR_OPS:
         return ""
     weight = node.input[1] if len(node.input) > 1 else ""

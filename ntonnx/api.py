@@ -367,7 +367,11 @@ class _Session:
         outcome: list[Verification] = []
 
         def check(path: Path) -> None:
-            outcome.append(verify_written(path, self.head, W, b, sample, resolve_providers(self._provider)))
+            outcome.append(
+                verify_written(
+                    path, self.head, W, b, sample, resolve_providers(self._provider), original=self.loaded.proto
+                )
+            )
 
         files = save_model_atomic(
             model,

@@ -24,6 +24,8 @@ from ntonnx.errors import ModelError, UsageError, first_line
 # Protobuf refuses to serialise a message over 2 GiB; stay clear of it with a margin.
 _PROTOBUF_SAFE_BYTES = 1_800_000_000
 _TMP_PREFIX = ".ntonnx-tmp-"
+# onnx's default: tensors of at least this many bytes go to the external-data file.
+_EXTERNAL_THRESHOLD_BYTES = 1024
 
 logger = logging.getLogger("ntonnx")
 
@@ -110,11 +112,19 @@ def _is_repeated(field) -> bool:
 
 
 def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from proto.graph.initializer
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
+    """Initializers and tensor attributes of every graph, subgraphs (If/Loop bodies) included."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attr.graphs)
 
 
 def serialize_for_runtime(model: onnx.ModelProto, workdir: str) -> bytes | str:
@@ -157,17 +167,17 @@ def save_model_atomic(
     The files go to a temporary folder beside ``output`` first; ``check(temp_model_path)`` runs
     there (a raise aborts and removes everything), then each file is renamed into place, the
     external-data file before the model so that a reader never sees a model without its data.
-    ``protected`` lists absolute paths (the input's files) that must never be replaced.
+    ``protected`` lists absolute paths (the input's files) that must never be replaced. With
+    external data, ``model``'s tensors are moved out to the data file (the proto is emptied of
+    their bytes), so that a model near protobuf's 2 GiB limit is never held twice.
     """
     output = Path(output)
     data_name = output.name + ".data"
-    targets = [output] + ([output.parent / data_name] if external_data else [])
+    save_external = external_data or model.ByteSize() >= _PROTOBUF_SAFE_BYTES
+    targets = [output] + ([output.parent / data_name] if save_external else [])
     for target in targets:
         if str(target.resolve()) in protected:
             raise UsageError(f"--out '{output}' would overwrite input file '{target}'")
-    save_external = external_data or model.ByteSize() >= _PROTOBUF_SAFE_BYTES
-    if save_external and not external_data:
-        targets.append(output.parent / data_name)
     with _temp_dir_beside(output) as tmp:
         tmp_model = Path(tmp) / output.name
         if save_external:
@@ -176,19 +186,26 @@ def save_model_atomic(
                 str(tmp_model),
                 save_as_external_data=True,
                 location=data_name,
-                size_threshold=0,
+                size_threshold=_external_threshold(model),
                 all_tensors_to_one_file=True,
             )
         else:
             onnx.save_model(model, str(tmp_model))
         if check is not None:
             check(tmp_model)
+        targets = [t for t in targets if (Path(tmp) / t.name).exists()]  # no data file if no tensor had bytes
         if len(targets) > 1 and output.exists():
             # an old model must never be seen next to the new data file: drop it first
             output.unlink()
         for target in reversed(targets):
             os.replace(Path(tmp) / target.name, target)
     return targets
+
+
+def _external_threshold(model: onnx.ModelProto) -> int:
+    """onnx's usual 1 KiB threshold, lowered so that at least one tensor goes to the data file."""
+    largest = max((len(t.raw_data) for t in model.graph.initializer), default=0)
+    return min(_EXTERNAL_THRESHOLD_BYTES, largest)
 
 
 @contextlib.contextmanager

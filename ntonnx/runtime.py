@@ -23,7 +23,7 @@ import onnx
 
 from ntonnx.data import HeldOutData, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
-from ntonnx.heads import HeadSpec
+from ntonnx.heads import HeadSpec, head_activations
 from ntonnx.model_io import serialize_for_runtime
 
 logger = logging.getLogger("ntonnx")
@@ -145,7 +145,12 @@ def resolve_providers(requested: str | None) -> list[str]:
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
-    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str):
+    def __init__(
+        self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str, *, exact: bool = False
+    ):
+        """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
+        dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
+        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -156,6 +161,8 @@ class ModelRunner:
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if exact:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
             try:
@@ -211,15 +218,10 @@ def extract_activations(
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs.
     """
-    embeddings, logits = runner.run(data, batch_size, progress)
-    if embeddings.ndim != 2 or embeddings.shape[1] != head.dim:
-        raise ModelError(
-            f"embedding '{head.embedding}' has shape {embeddings.shape}, expected (batch, {head.dim}); "
-            "heads applied per token (rank > 2) are not supported"
-        )
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress))
     return Activations(
         embeddings=embeddings,
-        logits=logits.reshape(len(logits), -1),
+        logits=logits,
         labels=data.labels,
         groups=data.groups,
         model_digest=model_digest,

@@ -168,7 +168,7 @@ def test_real_subprocess_round_trip(sample, tmp_path):
     "extra, code, message",
     [
         (["--head-node", "nope"], 2, "--head-node 'nope' names no node"),
-        (["--embedding", "nope"], 2, "--embedding 'nope' feeds no Gemm or MatMul"),
+        (["--embedding", "nope"], 2, "--embedding 'nope' is not a tensor any node reads"),
         (["--output", "nope"], 2, "--output 'nope' is not a graph output"),
         (["--threshold", "nan"], 2, "--threshold must be a finite number"),
         (["--split", "1.5"], 2, "--split must be strictly between 0 and 1"),

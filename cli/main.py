@@ -107,11 +107,13 @@ def inspect(model: str, output_name, head_node, embedding, as_json: bool) -> Non
     """Show MODEL's inputs, outputs and classifier head. Exit 3 if no head is found."""
     from cli.render import model_summary
     from ntonnx import inspect_model
+    from ntonnx.errors import ModelError
 
     info = inspect_model(model, output=output_name, head_node=head_node, embedding=embedding)
     _emit(as_json, info.to_dict(), lambda: model_summary(info))
     if info.head is None:
-        sys.exit(3)
+        click.echo(f"ntonnx: error: {info.head_error}", err=True)
+        sys.exit(ModelError.exit_code)
 
 
 @main.command()
@@ -135,8 +137,8 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
         head_node=head_node,
         embedding=embedding,
         progress=_progress(ctx),
+        save_to=out,
     )
-    acts.save(out)
     payload = {
         "output": out,
         "n_samples": len(acts),
@@ -273,19 +275,10 @@ def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, emb
 
 
 def _write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically so a pipeline never reads half a report."""
-    import os
-    import tempfile
+    """Write the report atomically so a pipeline never reads half of it."""
+    from ntonnx.atomic import write_atomic
 
-    from ntonnx.errors import UsageError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--report '{path}': directory '{directory}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".ntonnx-report-", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)), option="--report")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import onnx
 
 from ntonnx import __version__
 from ntonnx.data import HeldOutData, InputSpec, load_npz, validate_heldout
-from ntonnx.errors import DataError, UsageError
+from ntonnx.errors import DataError, ModelError, UsageError
 from ntonnx.heads import HeadSpec, locate_head, read_head
 from ntonnx.methods import TuneOptions, identify_spurious, refit_head
 from ntonnx.metrics import Metrics, compute_metrics, predict
@@ -137,15 +137,17 @@ class TuneResult:
 def inspect_model(
     model: PathLike, *, output: str | None = None, head_node: str | None = None, embedding: str | None = None
 ) -> ModelInfo:
-    """Describe ``model``'s inputs, outputs and head; never runs it."""
-    from ntonnx.errors import NtonnxError
+    """Describe ``model``'s inputs, outputs and head; never runs it.
 
+    A graph without a recognisable head is described all the same (``head`` None, ``head_error``
+    saying why); a bad option (``head_node`` naming no node, ...) raises :class:`UsageError`.
+    """
     loaded = load_model(model)
     proto = loaded.proto
     head, error = None, None
     try:
         head = locate_head(proto, output=output, head_node=head_node, embedding=embedding)
-    except NtonnxError as exc:
+    except ModelError as exc:
         error = str(exc)
     initializers = {t.name for t in proto.graph.initializer}
     return ModelInfo(
@@ -170,10 +172,22 @@ def extract(
     head_node: str | None = None,
     embedding: str | None = None,
     progress: ProgressFactory | None = None,
+    save_to: PathLike | None = None,
 ) -> Activations:
-    """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups)."""
+    """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups).
+
+    ``save_to`` also writes them (atomically) for ``tune --activations``; it may not name the
+    model or the data file.
+    """
+    if save_to is not None:
+        inputs = [Path(model)] + ([Path(data)] if isinstance(data, str | os.PathLike) else [])
+        if any(Path(save_to).resolve() == p.resolve() for p in inputs if p.exists()):
+            raise UsageError(f"-o '{save_to}' is an input file; choose another path")
     session = _Session.open(model, provider, output, head_node, embedding, batch_size)
-    return session.activations(data, progress)
+    acts = session.activations(data, progress)
+    if save_to is not None:
+        acts.save(save_to)
+    return acts
 
 
 def evaluate(

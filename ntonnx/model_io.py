@@ -178,27 +178,30 @@ def save_model_atomic(
     for target in targets:
         if str(target.resolve()) in protected:
             raise UsageError(f"--out '{output}' would overwrite input file '{target}'")
-    with _temp_dir_beside(output) as tmp:
-        tmp_model = Path(tmp) / output.name
-        if save_external:
-            onnx.save_model(
-                model,
-                str(tmp_model),
-                save_as_external_data=True,
-                location=data_name,
-                size_threshold=_external_threshold(model),
-                all_tensors_to_one_file=True,
-            )
-        else:
-            onnx.save_model(model, str(tmp_model))
-        if check is not None:
-            check(tmp_model)
-        targets = [t for t in targets if (Path(tmp) / t.name).exists()]  # no data file if no tensor had bytes
-        if len(targets) > 1 and output.exists():
-            # an old model must never be seen next to the new data file: drop it first
-            output.unlink()
-        for target in reversed(targets):
-            os.replace(Path(tmp) / target.name, target)
+    try:
+        with _temp_dir_beside(output) as tmp:
+            tmp_model = Path(tmp) / output.name
+            if save_external:
+                onnx.save_model(
+                    model,
+                    str(tmp_model),
+                    save_as_external_data=True,
+                    location=data_name,
+                    size_threshold=_external_threshold(model),
+                    all_tensors_to_one_file=True,
+                )
+            else:
+                onnx.save_model(model, str(tmp_model))
+            if check is not None:
+                check(tmp_model)
+            targets = [t for t in targets if (Path(tmp) / t.name).exists()]  # no data file if no tensor had bytes
+            if len(targets) > 1 and output.exists():
+                # an old model must never be seen next to the new data file: drop it first
+                output.unlink()
+            for target in reversed(targets):
+                os.replace(Path(tmp) / target.name, target)
+    except OSError as exc:  # read-only or full file system, permissions, a vanished directory
+        raise UsageError(f"--out '{output}': cannot write there ({exc.strerror or exc})") from None
     return targets
 
 

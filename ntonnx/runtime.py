@@ -16,11 +16,11 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 
+from ntonnx.atomic import write_atomic
 from ntonnx.data import HeldOutData, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
 from ntonnx.heads import HeadSpec, head_activations
@@ -81,10 +81,7 @@ class Activations:
         }
         if self.groups is not None:
             arrays["groups"] = self.groups
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: np.savez(tmp, **arrays), option="-o", suffix=".npz")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Activations:

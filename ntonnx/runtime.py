@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ntonnx.data import HeldOutData, InputSpec
+from ntonnx.data import Dataset, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
 from ntonnx.heads import HeadSpec
 from ntonnx.model_io import serialize_for_runtime
@@ -172,7 +172,7 @@ class ModelRunner:
 
     def run(
         self,
-        data: HeldOutData,
+        data: Dataset,
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> list[np.ndarray]:
@@ -197,7 +197,7 @@ class ModelRunner:
 def extract_activations(
     runner: ModelRunner,
     head: HeadSpec,
-    data: HeldOutData,
+    data: Dataset,
     *,
     model_digest: str,
     batch_size: int = 64,

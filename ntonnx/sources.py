@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ntonnx.data import Dataset, InputSpec, load_npz, read_heldout, validate_heldout
+from ntonnx.data import Dataset, InputSpec, load_npy_folder, load_npz, validate_heldout
 from ntonnx.errors import DataError, UsageError
 from ntonnx.preprocess import ImagePreprocess
 from ntonnx.tables import TABLE_SUFFIXES, TableDataset, TableFile, read_labels, table_columns
@@ -105,7 +105,7 @@ def open_dataset(
     if kind == "npz":
         return validate_heldout(load_npz(path), specs, n_classes, source=str(path))
     if kind == "npy":
-        return read_heldout(path, specs, n_classes)
+        return validate_heldout(load_npy_folder(path), specs, n_classes, source=str(path), lazy=True)
     if kind in ("image-folder", "image-manifest"):
         from ntonnx.images import image_folder, image_manifest
 

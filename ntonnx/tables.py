@@ -121,7 +121,13 @@ class TableFile:
             self.path,
             read_options=pacsv.ReadOptions(block_size=1 << 20),
             parse_options=pacsv.ParseOptions(delimiter="\t" if self.kind == "tsv" else ","),
-            convert_options=pacsv.ConvertOptions(include_columns=columns or [], column_types=types or {}),
+            # Only an empty cell is missing: "nan"/"inf" stay numbers so they are reported as such.
+            convert_options=pacsv.ConvertOptions(
+                include_columns=columns or [],
+                column_types=types or {},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
         )
 
     def _schema(self):

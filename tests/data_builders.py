@@ -16,11 +16,18 @@ from onnx import helper, numpy_helper
 OPSET = 17
 
 
-def passthrough_classifier(inputs: list[tuple[str, type, list]], n_classes: int = 3, seed: int = 0) -> onnx.ModelProto:
-    """A model over ``inputs`` (name, numpy dtype, shape with a free batch dim first)."""
+def passthrough_classifier(
+    inputs: list[tuple[str, type, list]], n_classes: int = 3, seed: int = 0, dim: int | None = None
+) -> onnx.ModelProto:
+    """A model over ``inputs`` (name, numpy dtype, shape with a free batch dim first).
+
+    ``dim`` is the embedding width when the inputs have free dims besides the batch.
+    """
     nodes, parts, graph_inputs = [], [], []
     for name, dtype, shape in inputs:
-        graph_inputs.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape))
+        graph_inputs.append(
+            helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), shape)
+        )
         source = name
         if np.dtype(dtype) != np.float32:
             nodes.append(helper.make_node("Cast", [name], [f"{name}_f"], to=onnx.TensorProto.FLOAT))
@@ -28,7 +35,7 @@ def passthrough_classifier(inputs: list[tuple[str, type, list]], n_classes: int 
         nodes.append(helper.make_node("Flatten", [source], [f"{name}_flat"], axis=1))
         parts.append(f"{name}_flat")
     nodes.append(helper.make_node("Concat", parts, ["embedding"], axis=1))
-    dim = sum(math.prod(shape[1:]) for _, _, shape in inputs)
+    dim = dim or sum(math.prod(shape[1:]) for _, _, shape in inputs)
     rng = np.random.default_rng(seed)
     W = rng.normal(size=(n_classes, dim)).astype(np.float32)
     b = rng.normal(size=(n_classes,)).astype(np.float32)

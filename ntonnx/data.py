@@ -131,9 +131,11 @@ class HeldOutData(Dataset):
 class StreamingDataset(Dataset):
     """A data set whose batches are made (decoded, tokenized, read) while the model runs.
 
-    Subclasses implement :meth:`produce`; :meth:`batches` runs it one batch ahead in a
-    background thread, so preparing batch ``k + 1`` overlaps the model's work on batch ``k``
-    and at most two batches exist at a time.
+    Subclasses implement :meth:`produce`, which makes batches in a compact form (e.g. uint8
+    pixels) one ahead in a background thread, so preparing batch ``k + 1`` overlaps the model's
+    work on batch ``k``; :meth:`finish` turns one into model inputs (e.g. float32 tensors) when
+    it is requested, after the caller has let go of the previous batch. At most one batch in the
+    model's form exists at a time, plus two in the compact form.
     """
 
     def __init__(
@@ -151,11 +153,16 @@ class StreamingDataset(Dataset):
         self.group_names = group_names
 
     @abstractmethod
-    def produce(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        """The batches, made in order in the calling thread."""
+    def produce(self, batch_size: int) -> Iterator:
+        """The batches in order, in their compact form, made in the calling thread."""
+
+    def finish(self, made) -> dict[str, np.ndarray]:
+        """Model inputs from what :meth:`produce` made (by default, it already is)."""
+        return made
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-        return prefetched(self.produce(batch_size))
+        for made in prefetched(self.produce(batch_size)):
+            yield self.finish(made)
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:

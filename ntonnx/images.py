@@ -8,6 +8,7 @@ Only file names and labels are held; pixels exist for at most two batches at a t
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,11 +52,33 @@ class ImageDataset(StreamingDataset):
         self.pipeline = pipeline
         self.workers = workers or min(4, os.cpu_count() or 1)
 
-    def produce(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    def produce(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Decoded, resized, cropped uint8 pixels of shape (n, height, width, channels) per batch."""
+        pipeline = self.pipeline
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ntonnx-decode") as pool:
             for start in range(0, len(self.paths), batch_size):
-                pixels = np.stack(list(pool.map(self.pipeline.decode, self.paths[start : start + batch_size])))
-                yield {self.pipeline.input_name: self.pipeline.tensor(pixels)}
+                paths = self.paths[start : start + batch_size]
+                # Workers write their image straight into the batch: no per-image copies pile up.
+                pixels = np.empty((len(paths), *pipeline.size, pipeline.channels), dtype=np.uint8)
+
+                def fill(i: int, pixels: np.ndarray = pixels, paths: list[Path] = paths) -> None:
+                    pixels[i] = pipeline.decode(paths[i])
+
+                for _ in pool.map(fill, range(len(paths))):
+                    pass
+                yield pixels
+
+    def finish(self, made: np.ndarray) -> dict[str, np.ndarray]:
+        """Scale, normalise and lay out the pixels as the model's input tensor, in parallel slices."""
+        n, height, width, channels = made.shape
+        shape = (n, channels, height, width) if self.pipeline.layout == "NCHW" else made.shape
+        tensor = np.empty(shape, dtype=self.pipeline.dtype)
+        bounds = np.linspace(0, n, min(self.workers, n) + 1).astype(int)
+        slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+        with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="ntonnx-convert") as pool:
+            for _ in pool.map(lambda part: self.pipeline.tensor(made[part], tensor[part]), slices):
+                pass
+        return {self.pipeline.input_name: tensor}
 
 
 def image_folder(

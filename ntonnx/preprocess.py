@@ -136,7 +136,7 @@ class ImagePreprocess:
             if size is not None and size != model_size:
                 raise UsageError(
                     f"{where} takes {model_size[0]}x{model_size[1]} images, preprocessing gives "
-                    f"{size[0]}x{size[1]}; pass --crop {model_size[0]}"
+                    f"{size[0]}x{size[1]}; pass --crop {_size_text(model_size)}"
                 )
             crop = crop or (model_size if size is None else None)
         elif size is None:
@@ -188,6 +188,11 @@ class ImagePipeline:
     dtype: np.dtype
     interpolation: str
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)`` of every decoded image: the crop, else the exact resize."""
+        return self.crop if self.crop is not None else self.resize
+
     def decode(self, path: Path) -> np.ndarray:
         """uint8 pixels of shape (height, width, channels) of one image file, resized and cropped.
 
@@ -212,19 +217,30 @@ class ImagePipeline:
         pixels = np.asarray(image, dtype=np.uint8)
         return pixels.reshape(*pixels.shape[:2], self.channels)
 
-    def tensor(self, pixels: np.ndarray) -> np.ndarray:
-        """The model's input from decoded images of shape (n, height, width, channels), uint8."""
+    def tensor(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The model's input from decoded uint8 pixels of shape (n, height, width, channels).
+
+        Written into ``out`` (of the model's layout and dtype) when given, so that parts of one
+        batch can be converted in parallel without a second copy of it.
+        """
         if self.bgr:
             pixels = pixels[..., ::-1]
         if self.layout == "NCHW":
             pixels = pixels.transpose(0, 3, 1, 2)
+        if out is None:
+            out = np.empty(pixels.shape, dtype=self.dtype)
         if self.dtype.kind != "f":
-            return np.ascontiguousarray(pixels, dtype=self.dtype)
+            np.copyto(out, pixels, casting="unsafe")
+            return out
+        # float32 arithmetic, as torchvision does, whatever dtype the model then takes.
+        work = out if out.dtype == np.float32 else np.empty(pixels.shape, dtype=np.float32)
         shape = (-1, 1, 1) if self.layout == "NCHW" else (-1,)
-        work = np.multiply(pixels, np.float32(self.scale), dtype=np.float32, order="C")
+        np.multiply(pixels, np.float32(self.scale), out=work)
         work -= self.mean.astype(np.float32).reshape(shape)
         work /= self.std.astype(np.float32).reshape(shape)
-        return work.astype(self.dtype, copy=False)
+        if work is not out:
+            np.copyto(out, work, casting="unsafe")
+        return out
 
 
 def _resized(size: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:
@@ -248,6 +264,10 @@ def _center_crop(image, crop: tuple[int, int], path: Path):
     top = round((image.height - height) / 2.0)
     left = round((image.width - width) / 2.0)
     return image.crop((left, top, left + width, top + height))
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return str(size[0]) if size[0] == size[1] else f"{size[0]},{size[1]}"
 
 
 def _layout_of(spec: InputSpec) -> str | None:

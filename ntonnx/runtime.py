@@ -191,6 +191,9 @@ class ModelRunner:
                 store.append(value[:n])
             if progress is not None:
                 progress(n)
+            # Let go of the batch before the next is asked for: a streaming data set then never
+            # holds two batches in the model's form at once.
+            del feed
         return [np.concatenate(parts) for parts in chunks]
 
 

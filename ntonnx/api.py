@@ -440,7 +440,10 @@ def synthetic_sample(specs: list[InputSpec], n: int) -> HeldOutData:
 
 def _require_groups(source: Dataset | Activations, given) -> None:
     if source.groups is None:
-        raise UsageError(f"--method dfr needs group labels: data '{_describe(given)}' has no groups")
+        where = (
+            "group column" if isinstance(source, Dataset) and not isinstance(source, HeldOutData) else "'groups' array"
+        )
+        raise UsageError(f"--method dfr needs group labels: data '{_describe(given)}' has no {where}")
 
 
 def _is_activations_file(path: PathLike, options: DataOptions) -> bool:

@@ -16,7 +16,7 @@ import logging
 import os
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import TypeVar
 import numpy as np
 
 from ntonnx.errors import DataError, MissingDependencyError
+from ntonnx.labels import encode_groups, encode_labels
 
 logger = logging.getLogger("ntonnx")
 
@@ -257,7 +258,12 @@ def read_heldout(path: str | os.PathLike, input_specs: list[InputSpec], n_classe
 
 
 def validate_heldout(
-    arrays: dict[str, np.ndarray], input_specs: list[InputSpec], n_classes: int, source: str, lazy: bool = False
+    arrays: dict[str, np.ndarray],
+    input_specs: list[InputSpec],
+    n_classes: int,
+    source: str,
+    lazy: bool = False,
+    classes: Sequence[str] | None = None,
 ) -> HeldOutData:
     """Check named arrays against the model and return them as :class:`HeldOutData`.
 
@@ -265,10 +271,16 @@ def validate_heldout(
     honest mistake); any other dtype mismatch, a wrong shape, a missing array, NaN/Inf, labels
     outside ``[0, n_classes)`` or an empty set is refused. With ``lazy`` (memory-mapped arrays)
     the conversion and the NaN/Inf check are done batch by batch instead of on the whole array.
+    Labels (and groups) given as strings are class names, mapped through ``classes`` if given
+    (see :func:`ntonnx.labels.encode_labels`).
     """
     if LABELS_KEY not in arrays:
         raise DataError(f"data '{source}' has no '{LABELS_KEY}' array (arrays: {sorted(arrays)})")
-    labels = _labels(np.asarray(arrays[LABELS_KEY]), n_classes, source)
+    raw_labels, class_names = np.asarray(arrays[LABELS_KEY]), None
+    if raw_labels.dtype.kind in "US" or classes is not None:
+        labels, class_names = encode_labels(raw_labels, n_classes, source, f"'{LABELS_KEY}'", classes)
+    else:
+        labels = _labels(raw_labels, n_classes, source)
     n = len(labels)
     if n == 0:
         raise DataError(f"data '{source}' has zero samples")
@@ -290,12 +302,24 @@ def validate_heldout(
     extra = sorted(set(arrays) - {s.name for s in input_specs} - {LABELS_KEY, GROUPS_KEY})
     if extra:
         logger.warning("data '%s': ignoring arrays %s that are not model inputs", source, extra)
-    groups = None
+    groups, group_names = None, None
     if GROUPS_KEY in arrays:
-        groups = _integer_vector(np.asarray(arrays[GROUPS_KEY]), GROUPS_KEY, source)
+        raw_groups = np.asarray(arrays[GROUPS_KEY])
+        if raw_groups.dtype.kind in "US":
+            groups, group_names = encode_groups(raw_groups, source, f"'{GROUPS_KEY}'")
+        else:
+            groups = _integer_vector(raw_groups, GROUPS_KEY, source)
         if len(groups) != n:
             raise DataError(f"data '{source}': '{GROUPS_KEY}' has {len(groups)} entries, '{LABELS_KEY}' has {n}")
-    return HeldOutData(inputs=inputs, labels=labels, groups=groups, source=source, deferred=deferred or None)
+    return HeldOutData(
+        inputs=inputs,
+        labels=labels,
+        groups=groups,
+        source=source,
+        class_names=class_names,
+        group_names=group_names,
+        deferred=deferred or None,
+    )
 
 
 def _labels(raw: np.ndarray, n_classes: int, source: str) -> np.ndarray:

@@ -31,14 +31,14 @@ class ImageDataset(StreamingDataset):
 
     Parameters
     ----------
-    paths : one image file per sample.
+    paths : one image file per sample (strings: 20k ``Path`` objects alone cost megabytes).
     pipeline : the preprocessing of the model's image input.
     workers : decoding threads (Pillow releases the GIL while decoding and resizing).
     """
 
     def __init__(
         self,
-        paths: list[Path],
+        paths: list[str],
         pipeline: ImagePipeline,
         labels: np.ndarray,
         groups: np.ndarray | None,
@@ -61,7 +61,7 @@ class ImageDataset(StreamingDataset):
                 # Workers write their image straight into the batch: no per-image copies pile up.
                 pixels = np.empty((len(paths), *pipeline.size, pipeline.channels), dtype=np.uint8)
 
-                def fill(i: int, pixels: np.ndarray = pixels, paths: list[Path] = paths) -> None:
+                def fill(i: int, pixels: np.ndarray = pixels, paths: list[str] = paths) -> None:
                     pixels[i] = pipeline.decode(paths[i])
 
                 for _ in pool.map(fill, range(len(paths))):
@@ -97,10 +97,10 @@ def image_folder(
         strays = [f for f in folders if f not in classes]
         if strays:
             raise DataError(f"image folder '{root}/{strays[0]}' is not one of the classes {list(classes)}")
-    paths: list[Path] = []
+    paths: list[str] = []
     names: list[str] = []
     for folder in folders:
-        files = sorted(p for p in (root / folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = _images_under(os.path.join(root, folder))
         if not files:
             raise DataError(
                 f"class folder '{root / folder}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
@@ -112,6 +112,16 @@ def image_folder(
         np.array(names), n_classes, str(root), "class folder", list(classes) if classes is not None else None
     )
     return ImageDataset(paths, pipeline, labels, None, str(root), class_names, workers=workers)
+
+
+def _images_under(folder: str) -> list[str]:
+    """Image files below ``folder`` in torchvision's ``ImageFolder`` order (sorted walk, sorted names)."""
+    return [
+        os.path.join(directory, name)
+        for directory, _, names in sorted(os.walk(folder, followlinks=True))
+        for name in sorted(names)
+        if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+    ]
 
 
 def image_manifest(
@@ -137,8 +147,8 @@ def image_manifest(
     for row, name in enumerate(read.columns[path_column].tolist()):
         if not isinstance(name, str) or not name:
             raise DataError(f"data '{source}': column '{path_column}' is empty at row {row}")
-        path = table.path.parent / name
-        if not path.is_file():
+        path = os.path.join(table.path.parent, name)
+        if not os.path.isfile(path):
             raise DataError(f"data '{source}': image '{path}' at row {row} does not exist")
         paths.append(path)
     return ImageDataset(paths, pipeline, read.labels, read.groups, source, read.class_names, read.group_names, workers)

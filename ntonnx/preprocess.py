@@ -193,7 +193,7 @@ class ImagePipeline:
         """``(height, width)`` of every decoded image: the crop, else the exact resize."""
         return self.crop if self.crop is not None else self.resize
 
-    def decode(self, path: Path) -> np.ndarray:
+    def decode(self, path: str | os.PathLike) -> np.ndarray:
         """uint8 pixels of shape (height, width, channels) of one image file, resized and cropped.
 
         Raises a :class:`DataError` naming the file when Pillow cannot read it or it is smaller
@@ -255,7 +255,7 @@ def _resized(size: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int,
     return (resize, new_long) if width <= height else (new_long, resize)
 
 
-def _center_crop(image, crop: tuple[int, int], path: Path):
+def _center_crop(image, crop: tuple[int, int], path: str | os.PathLike):
     height, width = crop
     if image.height < height or image.width < width:
         raise DataError(

@@ -103,9 +103,9 @@ def open_dataset(
     kind = detect_format(path, options)
     classes = list(options.classes) if options.classes is not None else None
     if kind == "npz":
-        return validate_heldout(load_npz(path), specs, n_classes, source=str(path))
+        return validate_heldout(load_npz(path), specs, n_classes, source=str(path), classes=classes)
     if kind == "npy":
-        return validate_heldout(load_npy_folder(path), specs, n_classes, source=str(path), lazy=True)
+        return validate_heldout(load_npy_folder(path), specs, n_classes, source=str(path), lazy=True, classes=classes)
     if kind in ("image-folder", "image-manifest"):
         from ntonnx.images import image_folder, image_manifest
 

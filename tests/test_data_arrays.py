@@ -77,3 +77,25 @@ def test_npy_folder_errors(tmp_path, model):
         ntonnx.extract(path, empty)
     with pytest.raises(DataError, match=r"data folder '.*nothing' does not exist"):
         ntonnx.extract(path, tmp_path / "nothing", data_options=DataOptions(format="npy"))
+
+
+def test_class_names_map_the_same_way_in_every_set(tmp_path, model):
+    path, params = model
+    arrays = tiny_data(params, n=120)
+    names = np.array(["cat", "dog", "emu"])
+    np.savez(tmp_path / "heldout.npz", **(arrays | {"labels": names[arrays["labels"]]}))
+    order = np.argsort(-arrays["labels"], kind="stable")  # 'emu' rows first: order of appearance differs
+    np.savez(tmp_path / "tuning.npz", x=arrays["x"][order], labels=names[arrays["labels"][order]])
+    result = ntonnx.tune(path, tmp_path / "out.onnx", data=tmp_path / "heldout.npz", tune_data=tmp_path / "tuning.npz")
+    assert result.to_dict()["classes"] == {"cat": 0, "dog": 1, "emu": 2}
+    np.savez(tmp_path / "indices.npz", **arrays)
+    by_name, by_index = ntonnx.evaluate(path, tmp_path / "heldout.npz"), ntonnx.evaluate(path, tmp_path / "indices.npz")
+    assert by_name.classes == {"cat": 0, "dog": 1, "emu": 2} and by_index.classes is None
+    assert by_name.metrics == by_index.metrics
+
+    two = arrays["labels"] < 2  # a tuning set without 'emu' is refused by name, not mis-mapped
+    np.savez(tmp_path / "partial.npz", x=arrays["x"][two], labels=names[arrays["labels"][two]])
+    with pytest.raises(DataError, match=r"partial.npz': class 'emu' \(index 2\) has no samples"):
+        ntonnx.tune(path, tmp_path / "out2.onnx", data=tmp_path / "heldout.npz", tune_data=tmp_path / "partial.npz")
+    with pytest.raises(DataError, match=r"holds 2 class names \(cat, dog\) for a model with 3 classes"):
+        ntonnx.extract(path, tmp_path / "partial.npz")

@@ -60,14 +60,10 @@ class TableFile:
             raise DataError(f"data '{self.path}' has no column '{column}' (columns: {self.columns}); pass {option}")
         return column
 
-    def read(self, columns: Sequence[str], numeric: Sequence[str] = ()) -> dict[str, np.ndarray]:
-        """Whole columns as NumPy arrays (strings as objects), streamed so only they are held.
-
-        ``numeric`` columns are read as float64 (CSV inference would otherwise pick a type from
-        the first block that a later block may contradict).
-        """
+    def read(self, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """Whole columns as NumPy arrays (strings as objects), streamed so only they are held."""
         pa = _pyarrow()
-        parts = [chunk for _, chunk in self.stream(columns, 1 << 16, numeric)]
+        parts = [chunk for _, chunk in self.stream(columns, 1 << 16)]
         if not parts:
             return {name: np.array([], dtype=object) for name in columns}
         table = pa.concat_tables(parts)
@@ -76,7 +72,11 @@ class TableFile:
     def stream(
         self, columns: Sequence[str], batch_size: int, numeric: Sequence[str] = ()
     ) -> Iterator[tuple[int, object]]:
-        """``(first row, pyarrow.Table)`` pairs of exactly ``batch_size`` rows (the last may be fewer)."""
+        """``(first row, pyarrow.Table)`` pairs of exactly ``batch_size`` rows (the last may be fewer).
+
+        ``numeric`` CSV columns are parsed as float64: type inference would otherwise pick a type
+        from the first block (e.g. int64) that a later block may contradict (``0.5``).
+        """
         pa = _pyarrow()
         pending: list = []
         count, start = 0, 0
@@ -208,11 +208,10 @@ class TableDataset(StreamingDataset):
         self.table = table
         self.columns = columns
         self.specs = {spec.name: spec for spec in specs}
-        self._numeric = [c for cols in columns.values() if len(cols) > 1 for c in cols]
 
     def produce(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         wanted = [c for cols in self.columns.values() for c in cols]
-        for start, chunk in self.table.stream(wanted, batch_size, self._numeric):
+        for start, chunk in self.table.stream(wanted, batch_size, numeric=wanted):
             yield {name: self._input(chunk, cols, self.specs[name], start) for name, cols in self.columns.items()}
 
     def _input(self, chunk, cols: list[str], spec: InputSpec, start: int) -> np.ndarray:

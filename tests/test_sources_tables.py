@@ -127,3 +127,14 @@ def test_unknown_suffix_asks_for_format(tmp_path):
     model = model_for(tmp_path, [("x", np.float32, ["N", 1])], n_classes=2)
     with pytest.raises(DataError, match=r"cannot tell the format of data '.*data.txt'.*pass --format"):
         ntonnx.extract(model, tmp_path / "data.txt")
+
+
+def test_csv_column_that_looks_integer_in_its_first_block(tmp_path):
+    n = 250_000  # > 1 MiB, so pyarrow reads several blocks; only the last row is fractional
+    values = np.arange(n, dtype=np.float64) % 97
+    values[-1] = 0.25
+    path = tmp_path / "big.csv"
+    path.write_text("v,label\n" + "".join(f"{int(v)},{i % 2}\n" for i, v in enumerate(values[:-1])) + "0.25,1\n")
+    model = model_for(tmp_path, [("v", np.float32, ["N", 1])], n_classes=2)
+    acts = ntonnx.extract(model, path, batch_size=8192)
+    np.testing.assert_array_equal(acts.embeddings[:, 0], values.astype(np.float32))

@@ -136,7 +136,7 @@ class StreamingDataset(Dataset):
     pixels) one ahead in a background thread, so preparing batch ``k + 1`` overlaps the model's
     work on batch ``k``; :meth:`finish` turns one into model inputs (e.g. float32 tensors) when
     it is requested, after the caller has let go of the previous batch. At most one batch in the
-    model's form exists at a time, plus two in the compact form.
+    model's form exists at a time, plus one in the compact form (two while converting).
     """
 
     def __init__(
@@ -163,7 +163,9 @@ class StreamingDataset(Dataset):
 
     def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
         for made in prefetched(self.produce(batch_size)):
-            yield self.finish(made)
+            box = [self.finish(made)]
+            del made  # only the model's form of this batch stays while the caller uses it
+            yield box.pop()  # and this frame keeps no reference to it (see prefetched)
 
 
 def prefetched(items: Iterator[T]) -> Iterator[T]:
@@ -178,11 +180,13 @@ def prefetched(items: Iterator[T]) -> Iterator[T]:
         pending = pool.submit(next, items, end)
         try:
             while True:
-                item = pending.result()
-                if item is end:
+                # Hold the item only in a box emptied as it is yielded: a suspended generator
+                # keeps its locals, and the caller may want the item gone before asking again.
+                box = [pending.result()]
+                if box[0] is end:
                     return
                 pending = pool.submit(next, items, end)
-                yield item
+                yield box.pop()
         finally:
             # The producer may still be running when the caller stops early; a generator cannot
             # be closed while it executes in another thread, so wait for it first.

@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         ),
         ("budget: embeddings + 2 batches + model", f"{budget / mib:.1f} MiB"),
         ("peak extra memory during extract", f"{extract['peak_extra_bytes'] / mib:.1f} MiB"),
+        ("of which the data pipeline (peak - model)", f"{(extract['peak_extra_bytes'] - model_memory) / mib:.1f} MiB"),
         ("extract wall time", f"{extract['extract_s']:.1f} s ({extract['n'] / extract['extract_s']:.0f} images/s)"),
         ("decode + preprocess only", f"{decode['decode_s']:.1f} s"),
         ("cpu cores", str(os.cpu_count())),

@@ -64,6 +64,31 @@ def test_prefetch_raises_producer_errors_in_order_and_closes_on_early_stop():
     assert closed.is_set()
 
 
+def test_image_stream_keeps_no_batch_the_caller_let_go(tmp_path):
+    """A batch dropped by the caller is freed before the next is converted (the memory bound)."""
+    import weakref
+
+    images = write_images(tmp_path / "images", per_class=3)
+    model = save(passthrough_classifier([("x", np.float32, ["N", 3, 10, 10])], n_classes=2), tmp_path / "m.onnx")
+    from ntonnx.data import InputSpec
+    from ntonnx.sources import open_dataset
+
+    dataset = open_dataset(images, [InputSpec("x", np.dtype(np.float32), ("N", 3, 10, 10))], 2)
+    refs, alive_while_converting = [], []
+    convert = dataset.finish
+
+    def spy(made):
+        alive_while_converting.append([ref() is not None for ref in refs])
+        return convert(made)
+
+    dataset.finish = spy
+    for batch in dataset.batches(2):
+        refs.append(weakref.ref(batch["x"]))
+        del batch  # as ModelRunner.run does once the model has run
+    assert alive_while_converting == [[], [False], [False, False]]
+    assert ntonnx.extract(model, images).embeddings.shape == (6, 300)
+
+
 @pytest.mark.parametrize(
     ("module", "extra", "path"),
     [("PIL.Image", "images", "images"), ("pyarrow", "tables", "data.csv")],

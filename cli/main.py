@@ -16,6 +16,10 @@ import click
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+_DATA_HELP = (
+    "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
+    "CSV/Parquet/JSONL table or text (with --tokenizer)."
+)
 
 
 class _Group(click.Group):
@@ -81,6 +85,106 @@ def _run_options(func: Callable) -> Callable:
     return func
 
 
+_FORMATS = ("npz", "npy", "image-folder", "image-manifest", "table", "text")
+
+
+def _data_options(func: Callable) -> Callable:
+    """How --data (and --tune-data/--eval-data) are read: format, columns, tokenizer, image preprocessing."""
+    options = [
+        click.option("--format", "data_format", type=click.Choice(_FORMATS), help="Data format (default: inferred)."),
+        click.option("--classes", metavar="LIST|FILE", help="Class names in model order: a,b,c or a file."),
+        click.option("--label-column", default="label", show_default=True, help="Table column of labels."),
+        click.option("--group-column", help="Table column of groups (default: 'group' if present)."),
+        click.option("--path-column", default="path", show_default=True, help="Manifest column of image paths."),
+        click.option("--features", metavar="A,B,...", help="Table columns forming the model's single input."),
+        click.option("--feature-prefix", metavar="PREFIX", help="Table columns with this prefix form the input."),
+        click.option("--text-column", default="text", show_default=True, help="Table column of text."),
+        click.option("--text-pair-column", help="Table column of the second text of a pair."),
+        click.option("--tokenizer", type=click.Path(), help="Hugging Face tokenizer.json for text data."),
+        click.option("--max-length", type=click.IntRange(min=1), help="Tokens per sequence (default: the model's)."),
+        click.option("--pad-token", help="Padding token when the tokenizer names none."),
+        click.option("--preset", help="Image preprocessing preset: imagenet, imagenet-caffe, imagenet-tf."),
+        click.option("--preprocess", "preprocess_file", type=click.Path(), help="Image preprocessing JSON file."),
+        click.option("--resize", metavar="N|H,W", help="Resize the shorter side to N, or to exactly H,W."),
+        click.option("--crop", metavar="N|H,W", help="Center crop (default: the model's image size)."),
+        click.option("--scale", metavar="X", help="Multiply pixels (0..255) by X first, e.g. 1/255."),
+        click.option("--mean", metavar="M[,M,M]", help="Subtract per channel (model channel order)."),
+        click.option("--std", metavar="S[,S,S]", help="Divide per channel (model channel order)."),
+        click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False)),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False)),
+        click.option("--dtype", "pixel_dtype", metavar="DTYPE", help="Expected model input dtype (a check)."),
+        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos"])),
+        click.option("--workers", type=click.IntRange(min=1), help="Image-decoding threads (default: up to 4)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _read_data_options(args: dict):
+    """A DataOptions from the values of the options :func:`_data_options` adds."""
+    import os
+
+    from ntonnx import DataOptions, ImagePreprocess
+
+    image = ImagePreprocess.preset(args["preset"]) if args["preset"] else ImagePreprocess()
+    if args["preprocess_file"]:
+        image = image.merged(ImagePreprocess.from_file(args["preprocess_file"]))
+    image = image.merged(
+        ImagePreprocess(
+            resize=_numbers(args["resize"], "--resize", int),
+            crop=_numbers(args["crop"], "--crop", int),
+            scale=_numbers(args["scale"], "--scale", float, single=True),
+            mean=_numbers(args["mean"], "--mean", float),
+            std=_numbers(args["std"], "--std", float),
+            channel_order=args["channel_order"],
+            layout=args["layout"],
+            dtype=args["pixel_dtype"],
+            interpolation=args["interpolation"],
+        )
+    )
+    classes = args["classes"]
+    if classes is not None:
+        if os.path.isfile(classes):
+            with open(classes, encoding="utf-8") as handle:
+                classes = [line.strip() for line in handle if line.strip()]
+        else:
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+    return DataOptions(
+        format=args["data_format"],
+        classes=tuple(classes) if classes is not None else None,
+        label_column=args["label_column"],
+        group_column=args["group_column"],
+        path_column=args["path_column"],
+        features=tuple(c.strip() for c in args["features"].split(",")) if args["features"] else None,
+        feature_prefix=args["feature_prefix"],
+        text_column=args["text_column"],
+        text_pair_column=args["text_pair_column"],
+        tokenizer=args["tokenizer"],
+        max_length=args["max_length"],
+        pad_token=args["pad_token"],
+        image=image,
+        workers=args["workers"],
+    )
+
+
+def _numbers(text: str | None, option: str, kind: type, single: bool = False):
+    """``"256"`` -> 256, ``"224,224"`` -> (224, 224), ``"1/255"`` -> 0.00392...; None stays None."""
+    from fractions import Fraction
+
+    from ntonnx.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        values = [kind(Fraction(part.strip())) for part in text.split(",")]
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{option} must be a number or comma-separated numbers, got '{text}'") from None
+    if single and len(values) != 1:
+        raise UsageError(f"{option} takes one number, got '{text}'")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
 def _progress(ctx: click.Context):
     """A progress-bar factory for the library, shown only on a terminal."""
     if ctx.obj.get("quiet") or not sys.stderr.isatty():
@@ -118,19 +222,21 @@ def inspect(model: str, output_name, head_node, embedding, as_json: bool) -> Non
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", required=True, type=click.Path(), help="Labelled .npz: one array per input, 'labels'.")
+@click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def extract(ctx, model, data, out, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+def extract(ctx, model, data, out, batch_size, provider, output_name, head_node, embedding, as_json, **data_args):
     """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
     import ntonnx
 
     acts = ntonnx.extract(
         model,
         data,
+        data_options=_read_data_options(data_args),
         batch_size=batch_size,
         provider=provider,
         output=output_name,
@@ -157,9 +263,9 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", type=click.Path(), help="Labelled held-out .npz (identification, and tuning by split).")
+@click.option("--data", type=click.Path(), help="Labelled held-out data (identification, and tuning by split).")
 @click.option("--activations", type=click.Path(), help="Activations from 'ntonnx extract' instead of --data.")
-@click.option("--tune-data", type=click.Path(), help="Separate tuning set (.npz data or activations).")
+@click.option("--tune-data", type=click.Path(), help="Separate tuning set (data or activations).")
 @click.option("--eval-data", type=click.Path(), help="Data for the before/after table (default: the held-out data).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
 @click.option("--method", default="neurontune", show_default=True, help="neurontune, llr, dfr, afr or erm.")
@@ -174,6 +280,7 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
 @click.option("--max-iter", type=int, default=1000, show_default=True, help="L-BFGS iteration limit.")
 @click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
@@ -202,6 +309,7 @@ def tune(
     head_node,
     embedding,
     as_json,
+    **data_args,
 ) -> None:
     """Re-solve MODEL's head on held-out data and write a drop-in debiased model to --out."""
     import ntonnx
@@ -218,6 +326,7 @@ def tune(
         activations=activations,
         tune_data=tune_data,
         eval_data=eval_data,
+        data_options=_read_data_options(data_args),
         options=options,
         batch_size=batch_size,
         provider=provider,
@@ -237,6 +346,7 @@ def tune(
             f"wrote {result.output} (method {method}; {len(result.suppressed)} of {result.head.dim} neurons "
             f"suppressed; provider {result.provider})",
             f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
+            *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             f"evaluated on {result.evaluated_on}:",
             metrics_table({"before": result.before, "after": result.after}),
             f"time: {timings}",
@@ -247,12 +357,13 @@ def tune(
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", required=True, type=click.Path(), help="Labelled .npz (with optional 'groups').")
+@click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, embedding, as_json, **data_args) -> None:
     """Accuracy, per-class and per-group accuracy of MODEL on DATA."""
     import ntonnx
     from cli.render import metrics_table
@@ -260,6 +371,7 @@ def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, emb
     result = ntonnx.evaluate(
         model,
         data,
+        data_options=_read_data_options(data_args),
         batch_size=batch_size,
         provider=provider,
         output=output_name,
@@ -270,8 +382,16 @@ def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, emb
     _emit(
         as_json,
         result.to_dict(),
-        lambda: f"{model} on {data} (provider {result.provider}):\n" + metrics_table({"model": result.metrics}),
+        lambda: (
+            f"{model} on {data} (provider {result.provider}):\n"
+            + (f"classes: {_mapping(result.classes)}\n" if result.classes else "")
+            + metrics_table({"model": result.metrics})
+        ),
     )
+
+
+def _mapping(classes: dict[str, int]) -> str:
+    return ", ".join(f"{name}={index}" for name, index in classes.items())
 
 
 def _write_json(path: str, payload: dict) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from ntonnx.atomic import write_atomic
-from ntonnx.data import HeldOutData, InputSpec
+from ntonnx.data import Dataset, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
 from ntonnx.heads import HeadSpec, head_activations
 from ntonnx.model_io import serialize_for_runtime
@@ -180,7 +180,7 @@ class ModelRunner:
 
     def run(
         self,
-        data: HeldOutData,
+        data: Dataset,
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> list[np.ndarray]:
@@ -199,13 +199,16 @@ class ModelRunner:
                 store.append(value[:n])
             if progress is not None:
                 progress(n)
+            # Let go of the batch before the next is asked for: a streaming data set then never
+            # holds two batches in the model's form at once.
+            del feed
         return [np.concatenate(parts) for parts in chunks]
 
 
 def extract_activations(
     runner: ModelRunner,
     head: HeadSpec,
-    data: HeldOutData,
+    data: Dataset,
     *,
     model_digest: str,
     batch_size: int = 64,

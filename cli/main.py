@@ -60,7 +60,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     """Remove spurious bias from an exported ONNX classifier (NeuronTune on the head)."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
 
 

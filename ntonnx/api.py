@@ -272,6 +272,12 @@ def tune(
     evaluation_source = session.source(eval_data) if eval_data is not None else None
     if options.method == "dfr":
         _require_groups(tuning_source or heldout_source, tune_data if tune_data is not None else data)
+    if options.method != "erm":
+        _require_every_class(
+            tuning_source or heldout_source,
+            tune_data if tune_data is not None else (data if data is not None else activations),
+            max(session.head.n_classes, 2),
+        )
     with _timed(timings, "extraction"):
         heldout = session.activations(heldout_source, progress)
         tuning = session.activations(tuning_source, progress) if tuning_source is not None else None
@@ -460,6 +466,16 @@ def _require_groups(source: Dataset | Activations, given) -> None:
             "group column" if isinstance(source, Dataset) and not isinstance(source, HeldOutData) else "'groups' array"
         )
         raise UsageError(f"--method dfr needs group labels: data '{_describe(given)}' has no {where}")
+
+
+def _require_every_class(source: Dataset | Activations, given, n_classes: int) -> None:
+    """Fail before the model runs if the data the head is re-fit on lacks a class."""
+    missing = np.setdiff1d(np.arange(n_classes), source.labels)
+    if missing.size:
+        raise DataError(
+            f"data '{_describe(given)}' has no samples of class(es) {missing.tolist()}; re-fitting the head "
+            "needs samples of every class the model predicts"
+        )
 
 
 def _is_activations_file(path: PathLike, options: DataOptions) -> bool:

@@ -111,5 +111,5 @@ def test_tuning_data_missing_a_class_is_refused(tiny, tmp_path):
     arrays = dict(np.load(data_path))
     keep = arrays["labels"] != 2
     np.savez(tmp_path / "two.npz", **{k: v[keep] for k, v in arrays.items()})
-    with pytest.raises(ntonnx.DataError, match=r"no samples of class\(es\) \[2\]"):
+    with pytest.raises(ntonnx.DataError, match=r"two.npz' has no samples of class\(es\) \[2\]"):
         ntonnx.tune(model_path, tmp_path / "o.onnx", data=tmp_path / "two.npz")

@@ -29,7 +29,7 @@ def run(*args) -> tuple[int, str]:
     result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
     if result.exit_code == 0:
         return 0, ""
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ntonnx: error:")]
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     return result.exit_code, lines[0]
 
@@ -151,3 +151,67 @@ def test_report_into_missing_directory_is_a_usage_error(tmp_path, data):
     path = _save(model, tmp_path / "m.onnx")
     code, line = run("tune", path, "--data", data, "-o", tmp_path / "o.onnx", "--report", tmp_path / "no" / "r.json")
     assert code == USAGE and "--report" in line
+
+
+def _mutated(arrays: dict, mutate) -> dict:
+    arrays = {k: v.copy() for k, v in arrays.items()}
+    mutate(arrays)
+    return arrays
+
+
+DATA_CASES = {
+    "missing input array": (lambda a: a.pop("x"), "no array for model input 'x'"),
+    "wrong dtype (strings)": (lambda a: a.update(x=a["x"].astype(str)), "model input needs float32"),
+    "wrong shape": (lambda a: a.update(x=a["x"][:, :4]), "'x'"),
+    "zero samples": (lambda a: a.update(x=a["x"][:0], labels=a["labels"][:0], groups=a["groups"][:0]), "zero samples"),
+    "one class only": (lambda a: a.update(labels=np.zeros_like(a["labels"])), "bad.npz' has no samples of class"),
+    "negative labels": (lambda a: a.update(labels=a["labels"] - 5), "outside the model's classes"),
+    "non-integer labels": (lambda a: a.update(labels=a["labels"] + 0.5), "'labels'"),
+    "labels >= C": (lambda a: a.update(labels=a["labels"] + 3), "outside the model's classes"),
+    "NaN in inputs": (lambda a: a["x"].__setitem__((3, 0), np.nan), "NaN or Inf"),
+    "Inf in inputs": (lambda a: a["x"].__setitem__((5, 2), np.inf), "NaN or Inf"),
+    "groups of the wrong length": (lambda a: a.update(groups=a["groups"][:-1]), "'groups'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DATA_CASES))
+def test_bad_data_through_the_cli(tmp_path, case):
+    mutate, message = DATA_CASES[case]
+    model, params = tiny_classifier()
+    path = _save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "bad.npz", **_mutated(tiny_data(params), mutate))
+    before = sha256(tmp_path / "bad.npz")
+    code, line = run("tune", path, "--data", tmp_path / "bad.npz", "-o", tmp_path / "o.onnx")
+    assert code == DATA, line
+    assert message in line
+    assert not (tmp_path / "o.onnx").exists()
+    assert sha256(tmp_path / "bad.npz") == before
+
+
+def test_extra_arrays_are_ignored_with_a_warning(tmp_path):
+    model, params = tiny_classifier()
+    path = _save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "extra.npz", **tiny_data(params), notes=np.arange(200))
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(tmp_path / "extra.npz")])
+    assert result.exit_code == 0
+    assert "ignoring arrays ['notes']" in result.stderr
+
+
+def test_float64_inputs_are_converted_with_a_notice_through_the_cli(tmp_path):
+    model, params = tiny_classifier()
+    path = _save(model, tmp_path / "m.onnx")
+    arrays = tiny_data(params)
+    arrays["x"] = arrays["x"].astype(np.float64)
+    np.savez(tmp_path / "f64.npz", **arrays)
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(tmp_path / "f64.npz")])
+    assert result.exit_code == 0
+    assert "converting" in result.stderr
+
+
+def test_wrong_data_format(tmp_path):
+    model, _ = tiny_classifier()
+    path = _save(model, tmp_path / "m.onnx")
+    (tmp_path / "notes.txt").write_text("hello\n")
+    code, line = run("evaluate", path, "--data", tmp_path / "notes.txt")
+    assert code in (USAGE, DATA)
+    assert "notes.txt" in line

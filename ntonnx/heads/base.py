@@ -16,8 +16,8 @@ import numpy as np
 import onnx
 
 from ntonnx.errors import ModelError
-from ntonnx.graph import GraphIndex
-from ntonnx.heads.params import WeightRef, quant_scale, read_param, write_param
+from ntonnx.graph import GraphIndex, node_label
+from ntonnx.heads.params import WeightRef, quant_scale, read_param, stored_dtype, write_param
 from ntonnx.heads.pooling import Pooling
 
 
@@ -67,6 +67,33 @@ class HeadSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def single_node_head(
+    pattern: str,
+    index: GraphIndex,
+    node: onnx.NodeProto,
+    *,
+    dim: int,
+    n_classes: int,
+    weight: WeightRef,
+    bias: WeightRef | None,
+    **extra,
+) -> HeadSpec:
+    """The head formed by one node reading the embedding as input 0 and writing the logits as output 0."""
+    return HeadSpec(
+        pattern=pattern,
+        nodes=[node_label(node)],
+        embedding=node.input[0],
+        dim=int(dim),
+        logits=node.output[0],
+        n_classes=int(n_classes),
+        output=node.output[0],
+        weight=weight,
+        bias=bias,
+        dtype=stored_dtype(index, weight),
+        **extra,
+    )
 
 
 class HeadPattern(Protocol):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import onnx
 
-from ntonnx.graph import GraphIndex, attribute, node_label
-from ntonnx.heads.base import HeadSpec, ParamHead
-from ntonnx.heads.params import make_ref, stored_dtype
+from ntonnx.graph import GraphIndex, attribute
+from ntonnx.heads.base import HeadSpec, ParamHead, single_node_head
+from ntonnx.heads.params import make_ref
 from ntonnx.heads.pooling import Pooling
 
 
@@ -36,17 +36,14 @@ class _Conv1x1(ParamHead):
             if bias_found is None or bias_found[1].size != n_classes:
                 return None
             bias_ref = bias_found[0]
-        return HeadSpec(
-            pattern=self.name,
-            nodes=[node_label(node)],
-            embedding=node.input[0],
-            dim=int(dim),
-            logits=node.output[0],
-            n_classes=int(n_classes),
-            output=node.output[0],
+        return single_node_head(
+            self.name,
+            index,
+            node,
+            dim=dim,
+            n_classes=n_classes,
             weight=weight_ref,
             bias=bias_ref,
-            dtype=stored_dtype(index, weight_ref),
             pooling=Pooling("spatial_mean"),
         )
 

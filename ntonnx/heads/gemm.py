@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import onnx
 
-from ntonnx.graph import GraphIndex, attribute, node_label
-from ntonnx.heads.base import HeadSpec, ParamHead
-from ntonnx.heads.params import make_ref, stored_dtype
+from ntonnx.graph import GraphIndex, attribute
+from ntonnx.heads.base import HeadSpec, ParamHead, single_node_head
+from ntonnx.heads.params import make_ref
 
 
 class _Gemm(ParamHead):
@@ -32,18 +32,7 @@ class _Gemm(ParamHead):
             if bias_found is None or bias_found[1].size not in (1, n_classes):
                 return None
             bias_ref = bias_found[0]
-        return HeadSpec(
-            pattern=self.name,
-            nodes=[node_label(node)],
-            embedding=node.input[0],
-            dim=int(dim),
-            logits=node.output[0],
-            n_classes=int(n_classes),
-            output=node.output[0],
-            weight=weight_ref,
-            bias=bias_ref,
-            dtype=stored_dtype(index, weight_ref),
-        )
+        return single_node_head(self.name, index, node, dim=dim, n_classes=n_classes, weight=weight_ref, bias=bias_ref)
 
 
 gemm = _Gemm()

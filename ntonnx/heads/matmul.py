@@ -10,8 +10,8 @@ from __future__ import annotations
 import onnx
 
 from ntonnx.graph import GraphIndex, node_label
-from ntonnx.heads.base import HeadSpec, ParamHead
-from ntonnx.heads.params import make_ref, stored_dtype
+from ntonnx.heads.base import HeadSpec, ParamHead, single_node_head
+from ntonnx.heads.params import make_ref
 
 
 class _MatMulAdd(ParamHead):
@@ -60,18 +60,7 @@ def _match_matmul(index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
         return None
     weight_ref, weight = found
     dim, n_classes = weight.shape
-    return HeadSpec(
-        pattern="matmul",
-        nodes=[node_label(node)],
-        embedding=node.input[0],
-        dim=int(dim),
-        logits=node.output[0],
-        n_classes=int(n_classes),
-        output=node.output[0],
-        weight=weight_ref,
-        bias=None,
-        dtype=stored_dtype(index, weight_ref),
-    )
+    return single_node_head("matmul", index, node, dim=dim, n_classes=n_classes, weight=weight_ref, bias=None)
 
 
 matmul_add = _MatMulAdd()

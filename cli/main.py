@@ -16,6 +16,10 @@ import click
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+_DATA_HELP = (
+    "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
+    "CSV/Parquet/JSONL table or text (with --tokenizer)."
+)
 
 
 class _Group(click.Group):
@@ -56,7 +60,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     """Remove spurious bias from an exported ONNX classifier (NeuronTune on the head)."""
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
 
 
@@ -79,6 +83,106 @@ def _run_options(func: Callable) -> Callable:
     )(func)
     func = click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)(func)
     return func
+
+
+_FORMATS = ("npz", "npy", "image-folder", "image-manifest", "table", "text")
+
+
+def _data_options(func: Callable) -> Callable:
+    """How --data (and --tune-data/--eval-data) are read: format, columns, tokenizer, image preprocessing."""
+    options = [
+        click.option("--format", "data_format", type=click.Choice(_FORMATS), help="Data format (default: inferred)."),
+        click.option("--classes", metavar="LIST|FILE", help="Class names in model order: a,b,c or a file."),
+        click.option("--label-column", default="label", show_default=True, help="Table column of labels."),
+        click.option("--group-column", help="Table column of groups (default: 'group' if present)."),
+        click.option("--path-column", default="path", show_default=True, help="Manifest column of image paths."),
+        click.option("--features", metavar="A,B,...", help="Table columns forming the model's single input."),
+        click.option("--feature-prefix", metavar="PREFIX", help="Table columns with this prefix form the input."),
+        click.option("--text-column", default="text", show_default=True, help="Table column of text."),
+        click.option("--text-pair-column", help="Table column of the second text of a pair."),
+        click.option("--tokenizer", type=click.Path(), help="Hugging Face tokenizer.json for text data."),
+        click.option("--max-length", type=click.IntRange(min=1), help="Tokens per sequence (default: the model's)."),
+        click.option("--pad-token", help="Padding token when the tokenizer names none."),
+        click.option("--preset", help="Image preprocessing preset: imagenet, imagenet-caffe, imagenet-tf."),
+        click.option("--preprocess", "preprocess_file", type=click.Path(), help="Image preprocessing JSON file."),
+        click.option("--resize", metavar="N|H,W", help="Resize the shorter side to N, or to exactly H,W."),
+        click.option("--crop", metavar="N|H,W", help="Center crop (default: the model's image size)."),
+        click.option("--scale", metavar="X", help="Multiply pixels (0..255) by X first, e.g. 1/255."),
+        click.option("--mean", metavar="M[,M,M]", help="Subtract per channel (model channel order)."),
+        click.option("--std", metavar="S[,S,S]", help="Divide per channel (model channel order)."),
+        click.option("--channel-order", type=click.Choice(["RGB", "BGR"], case_sensitive=False)),
+        click.option("--layout", type=click.Choice(["NCHW", "NHWC"], case_sensitive=False)),
+        click.option("--dtype", "pixel_dtype", metavar="DTYPE", help="Expected model input dtype (a check)."),
+        click.option("--interpolation", type=click.Choice(["bilinear", "bicubic", "nearest", "lanczos"])),
+        click.option("--workers", type=click.IntRange(min=1), help="Image-decoding threads (default: up to 4)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _read_data_options(args: dict):
+    """A DataOptions from the values of the options :func:`_data_options` adds."""
+    import os
+
+    from ntonnx import DataOptions, ImagePreprocess
+
+    image = ImagePreprocess.preset(args["preset"]) if args["preset"] else ImagePreprocess()
+    if args["preprocess_file"]:
+        image = image.merged(ImagePreprocess.from_file(args["preprocess_file"]))
+    image = image.merged(
+        ImagePreprocess(
+            resize=_numbers(args["resize"], "--resize", int),
+            crop=_numbers(args["crop"], "--crop", int),
+            scale=_numbers(args["scale"], "--scale", float, single=True),
+            mean=_numbers(args["mean"], "--mean", float),
+            std=_numbers(args["std"], "--std", float),
+            channel_order=args["channel_order"],
+            layout=args["layout"],
+            dtype=args["pixel_dtype"],
+            interpolation=args["interpolation"],
+        )
+    )
+    classes = args["classes"]
+    if classes is not None:
+        if os.path.isfile(classes):
+            with open(classes, encoding="utf-8") as handle:
+                classes = [line.strip() for line in handle if line.strip()]
+        else:
+            classes = [c.strip() for c in classes.split(",") if c.strip()]
+    return DataOptions(
+        format=args["data_format"],
+        classes=tuple(classes) if classes is not None else None,
+        label_column=args["label_column"],
+        group_column=args["group_column"],
+        path_column=args["path_column"],
+        features=tuple(c.strip() for c in args["features"].split(",")) if args["features"] else None,
+        feature_prefix=args["feature_prefix"],
+        text_column=args["text_column"],
+        text_pair_column=args["text_pair_column"],
+        tokenizer=args["tokenizer"],
+        max_length=args["max_length"],
+        pad_token=args["pad_token"],
+        image=image,
+        workers=args["workers"],
+    )
+
+
+def _numbers(text: str | None, option: str, kind: type, single: bool = False):
+    """``"256"`` -> 256, ``"224,224"`` -> (224, 224), ``"1/255"`` -> 0.00392...; None stays None."""
+    from fractions import Fraction
+
+    from ntonnx.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        values = [kind(Fraction(part.strip())) for part in text.split(",")]
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"{option} must be a number or comma-separated numbers, got '{text}'") from None
+    if single and len(values) != 1:
+        raise UsageError(f"{option} takes one number, got '{text}'")
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def _progress(ctx: click.Context):
@@ -107,36 +211,40 @@ def inspect(model: str, output_name, head_node, embedding, as_json: bool) -> Non
     """Show MODEL's inputs, outputs and classifier head. Exit 3 if no head is found."""
     from cli.render import model_summary
     from ntonnx import inspect_model
+    from ntonnx.errors import ModelError
 
     info = inspect_model(model, output=output_name, head_node=head_node, embedding=embedding)
     _emit(as_json, info.to_dict(), lambda: model_summary(info))
     if info.head is None:
-        sys.exit(3)
+        click.echo(f"ntonnx: error: {info.head_error}", err=True)
+        sys.exit(ModelError.exit_code)
 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", required=True, type=click.Path(), help="Labelled .npz: one array per input, 'labels'.")
+@click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def extract(ctx, model, data, out, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+def extract(ctx, model, data, out, batch_size, provider, output_name, head_node, embedding, as_json, **data_args):
     """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
     import ntonnx
 
     acts = ntonnx.extract(
         model,
         data,
+        data_options=_read_data_options(data_args),
         batch_size=batch_size,
         provider=provider,
         output=output_name,
         head_node=head_node,
         embedding=embedding,
         progress=_progress(ctx),
+        save_to=out,
     )
-    acts.save(out)
     payload = {
         "output": out,
         "n_samples": len(acts),
@@ -155,9 +263,9 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", type=click.Path(), help="Labelled held-out .npz (identification, and tuning by split).")
+@click.option("--data", type=click.Path(), help="Labelled held-out data (identification, and tuning by split).")
 @click.option("--activations", type=click.Path(), help="Activations from 'ntonnx extract' instead of --data.")
-@click.option("--tune-data", type=click.Path(), help="Separate tuning set (.npz data or activations).")
+@click.option("--tune-data", type=click.Path(), help="Separate tuning set (data or activations).")
 @click.option("--eval-data", type=click.Path(), help="Data for the before/after table (default: the held-out data).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
 @click.option("--method", default="neurontune", show_default=True, help="neurontune, llr, dfr, afr or erm.")
@@ -172,6 +280,7 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
 @click.option("--max-iter", type=int, default=1000, show_default=True, help="L-BFGS iteration limit.")
 @click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
@@ -200,6 +309,7 @@ def tune(
     head_node,
     embedding,
     as_json,
+    **data_args,
 ) -> None:
     """Re-solve MODEL's head on held-out data and write a drop-in debiased model to --out."""
     import ntonnx
@@ -216,6 +326,7 @@ def tune(
         activations=activations,
         tune_data=tune_data,
         eval_data=eval_data,
+        data_options=_read_data_options(data_args),
         options=options,
         batch_size=batch_size,
         provider=provider,
@@ -235,6 +346,7 @@ def tune(
             f"wrote {result.output} (method {method}; {len(result.suppressed)} of {result.head.dim} neurons "
             f"suppressed; provider {result.provider})",
             f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
+            *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             f"evaluated on {result.evaluated_on}:",
             metrics_table({"before": result.before, "after": result.after}),
             f"time: {timings}",
@@ -245,12 +357,13 @@ def tune(
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option("--data", required=True, type=click.Path(), help="Labelled .npz (with optional 'groups').")
+@click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
+@_data_options
 @_run_options
 @_head_options
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, embedding, as_json) -> None:
+def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, embedding, as_json, **data_args) -> None:
     """Accuracy, per-class and per-group accuracy of MODEL on DATA."""
     import ntonnx
     from cli.render import metrics_table
@@ -258,6 +371,7 @@ def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, emb
     result = ntonnx.evaluate(
         model,
         data,
+        data_options=_read_data_options(data_args),
         batch_size=batch_size,
         provider=provider,
         output=output_name,
@@ -268,24 +382,23 @@ def evaluate(ctx, model, data, batch_size, provider, output_name, head_node, emb
     _emit(
         as_json,
         result.to_dict(),
-        lambda: f"{model} on {data} (provider {result.provider}):\n" + metrics_table({"model": result.metrics}),
+        lambda: (
+            f"{model} on {data} (provider {result.provider}):\n"
+            + (f"classes: {_mapping(result.classes)}\n" if result.classes else "")
+            + metrics_table({"model": result.metrics})
+        ),
     )
 
 
+def _mapping(classes: dict[str, int]) -> str:
+    return ", ".join(f"{name}={index}" for name, index in classes.items())
+
+
 def _write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically so a pipeline never reads half a report."""
-    import os
-    import tempfile
+    """Write the report atomically so a pipeline never reads half of it."""
+    from ntonnx.atomic import write_atomic
 
-    from ntonnx.errors import UsageError
-
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--report '{path}': directory '{directory}' does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".ntonnx-report-", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)), option="--report")
 
 
 if __name__ == "__main__":

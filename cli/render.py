@@ -49,7 +49,7 @@ def model_summary(info: ModelInfo) -> str:
             lines.append(f"{kind:<9} {t.name}: {t.dtype} [{shape}]")
     head = info.head
     if head is None:
-        lines.append(f"head      not found: {info.head_error}")
+        lines.append("head      not found (see the error below)")
         return "\n".join(lines)
     layout = head.weight.layout + ("" if head.weight.scale == 1 else f", alpha={head.weight.scale:g}")
     lines += [

@@ -2,7 +2,8 @@
 
 The public API works on files: :func:`inspect_model`, :func:`extract`, :func:`evaluate` and
 :func:`tune`. The numerical steps are usable on their own arrays: :func:`identify`
-(``ntonnx.neurons``) and :func:`fit_head` (``ntonnx.solve``).
+(``ntonnx.neurons``) and :func:`fit_head` (``ntonnx.solve``). Held-out data may be arrays,
+image folders or manifests, tables or text (:class:`DataOptions`, :func:`open_dataset`).
 """
 
 __version__ = "0.1.0"
@@ -16,7 +17,7 @@ from ntonnx.api import (
     inspect_model,
     tune,
 )
-from ntonnx.data import HeldOutData
+from ntonnx.data import Dataset, HeldOutData
 from ntonnx.errors import (
     DataError,
     MissingDependencyError,
@@ -29,18 +30,23 @@ from ntonnx.heads import HeadSpec
 from ntonnx.methods import METHODS, TuneOptions
 from ntonnx.metrics import Metrics
 from ntonnx.neurons import NeuronScores, select_spurious, spuriousness_scores
+from ntonnx.preprocess import ImagePreprocess
 from ntonnx.runtime import Activations
 from ntonnx.solve import ConvergenceWarning, HeadFit, fit_head
+from ntonnx.sources import DataOptions, open_dataset
 
 __all__ = [
     "METHODS",
     "Activations",
     "ConvergenceWarning",
     "DataError",
+    "DataOptions",
+    "Dataset",
     "EvaluationResult",
     "HeadFit",
     "HeadSpec",
     "HeldOutData",
+    "ImagePreprocess",
     "Metrics",
     "MissingDependencyError",
     "ModelError",
@@ -56,6 +62,7 @@ __all__ = [
     "extract",
     "fit_head",
     "inspect_model",
+    "open_dataset",
     "select_spurious",
     "spuriousness_scores",
     "tune",

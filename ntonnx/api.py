@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -19,8 +20,8 @@ import numpy as np
 import onnx
 
 from ntonnx import __version__
-from ntonnx.data import HeldOutData, InputSpec, load_npz, validate_heldout
-from ntonnx.errors import DataError, UsageError
+from ntonnx.data import Dataset, HeldOutData, InputSpec
+from ntonnx.errors import DataError, ModelError, UsageError
 from ntonnx.heads import HeadSpec, locate_head, read_head
 from ntonnx.methods import TuneOptions, identify_spurious, refit_head
 from ntonnx.metrics import Metrics, compute_metrics, predict
@@ -34,11 +35,15 @@ from ntonnx.runtime import (
     is_activations,
     resolve_providers,
 )
+from ntonnx.sources import DataOptions, open_dataset, source_digest
 from ntonnx.splits import stratified_split
 
 logger = logging.getLogger("ntonnx")
 
 PathLike = str | os.PathLike
+#: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :mod:`ntonnx.sources`
+#: reads) or an opened data set.
+DataLike = PathLike | Dataset
 #: ``progress(description, total)`` returns a callback taking the number of samples just done.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 _VERIFY_SAMPLES = 64
@@ -79,6 +84,7 @@ class EvaluationResult:
     provider: str
     head: HeadSpec
     metrics: Metrics
+    classes: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -86,6 +92,7 @@ class EvaluationResult:
             "data": self.data,
             "provider": self.provider,
             "head": self.head.to_dict(),
+            "classes": self.classes,
             "metrics": self.metrics.to_dict(),
         }
 
@@ -110,6 +117,7 @@ class TuneResult:
     converged: bool | None
     verification: Verification
     timings: dict[str, float] = field(default_factory=dict)
+    classes: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -126,6 +134,7 @@ class TuneResult:
             "suppressed": self.suppressed,
             "unscored_classes": self.unscored_classes,
             "evaluated_on": self.evaluated_on,
+            "classes": self.classes,
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "converged": self.converged,
@@ -137,15 +146,17 @@ class TuneResult:
 def inspect_model(
     model: PathLike, *, output: str | None = None, head_node: str | None = None, embedding: str | None = None
 ) -> ModelInfo:
-    """Describe ``model``'s inputs, outputs and head; never runs it."""
-    from ntonnx.errors import NtonnxError
+    """Describe ``model``'s inputs, outputs and head; never runs it.
 
+    A graph without a recognisable head is described all the same (``head`` None, ``head_error``
+    saying why); a bad option (``head_node`` naming no node, ...) raises :class:`UsageError`.
+    """
     loaded = load_model(model)
     proto = loaded.proto
     head, error = None, None
     try:
         head = locate_head(proto, output=output, head_node=head_node, embedding=embedding)
-    except NtonnxError as exc:
+    except ModelError as exc:
         error = str(exc)
     initializers = {t.name for t in proto.graph.initializer}
     return ModelInfo(
@@ -162,24 +173,40 @@ def inspect_model(
 
 def extract(
     model: PathLike,
-    data: PathLike | HeldOutData,
+    data: DataLike,
     *,
+    data_options: DataOptions | None = None,
     batch_size: int = 64,
     provider: str | None = None,
     output: str | None = None,
     head_node: str | None = None,
     embedding: str | None = None,
     progress: ProgressFactory | None = None,
+    save_to: PathLike | None = None,
 ) -> Activations:
-    """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups)."""
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
-    return session.activations(data, progress)
+    """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups).
+
+    ``data`` is any source :func:`ntonnx.sources.open_dataset` reads (``data_options`` says
+    how), or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole.
+    ``save_to`` also writes the activations (atomically) for ``tune --activations``; it may not
+    name the model or the data file.
+    """
+    if save_to is not None:
+        inputs = [Path(model)] + ([Path(data)] if isinstance(data, str | os.PathLike) else [])
+        if any(Path(save_to).resolve() == p.resolve() for p in inputs if p.exists()):
+            raise UsageError(f"-o '{save_to}' is an input file; choose another path")
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
+    acts = session.activations(session.source(data), progress)
+    if save_to is not None:
+        acts.save(save_to)
+    return acts
 
 
 def evaluate(
     model: PathLike,
-    data: PathLike | HeldOutData,
+    data: DataLike,
     *,
+    data_options: DataOptions | None = None,
     batch_size: int = 64,
     provider: str | None = None,
     output: str | None = None,
@@ -188,14 +215,15 @@ def evaluate(
     progress: ProgressFactory | None = None,
 ) -> EvaluationResult:
     """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
-    acts = session.activations(data, progress)
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
+    acts = session.activations(session.source(data), progress)
     return EvaluationResult(
         model=str(model),
         data=_describe(data),
         provider=acts.provider,
         head=session.head,
         metrics=compute_metrics(predict(acts.logits), acts.labels, acts.groups),
+        classes=session.class_mapping,
     )
 
 
@@ -203,10 +231,11 @@ def tune(
     model: PathLike,
     output_path: PathLike,
     *,
-    data: PathLike | HeldOutData | None = None,
+    data: DataLike | None = None,
     activations: PathLike | Activations | None = None,
-    tune_data: PathLike | HeldOutData | None = None,
-    eval_data: PathLike | HeldOutData | None = None,
+    tune_data: DataLike | Activations | None = None,
+    eval_data: DataLike | Activations | None = None,
+    data_options: DataOptions | None = None,
     options: TuneOptions | None = None,
     batch_size: int = 64,
     provider: str | None = None,
@@ -220,11 +249,15 @@ def tune(
 
     Parameters
     ----------
-    data : labelled held-out data (``.npz``); the identification set, and also the tuning set
-        (split by class, seeded) when ``tune_data`` is not given.
+    data : labelled held-out data (any format :func:`ntonnx.sources.open_dataset` reads, or a
+        :class:`~ntonnx.data.Dataset`); the identification set, and also the tuning set (split
+        by class, seeded) when ``tune_data`` is not given.
     activations : embeddings saved by :func:`extract`, instead of ``data``.
     tune_data : a separate tuning set (data or activations file).
     eval_data : data for the before/after table (default: the held-out data itself).
+    data_options : how to read data that is not model-ready arrays (format, columns, image
+        preprocessing, tokenizer); applies to ``data``, ``tune_data`` and ``eval_data``, and
+        class names map to the same indices in all three.
     options : the method and its settings (default: the paper's NeuronTune).
     force : replace ``output_path`` if it exists (never the input model).
     """
@@ -232,14 +265,23 @@ def tune(
     if (data is None) == (activations is None):
         raise UsageError("give exactly one of --data or --activations")
     timings: dict[str, float] = {}
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size)
+    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
     output_path = check_output_path(output_path, model, force)
+    heldout_source = session.source(data if data is not None else activations)
+    tuning_source = session.source(tune_data) if tune_data is not None else None
+    evaluation_source = session.source(eval_data) if eval_data is not None else None
     if options.method == "dfr":
-        _require_groups(tune_data if tune_data is not None else (data if data is not None else activations))
+        _require_groups(tuning_source or heldout_source, tune_data if tune_data is not None else data)
+    if options.method != "erm":
+        _require_every_class(
+            tuning_source or heldout_source,
+            tune_data if tune_data is not None else (data if data is not None else activations),
+            max(session.head.n_classes, 2),
+        )
     with _timed(timings, "extraction"):
-        heldout = session.activations(data if data is not None else activations, progress)
-        tuning = session.activations(tune_data, progress) if tune_data is not None else None
-        evaluation = session.activations(eval_data, progress) if eval_data is not None else None
+        heldout = session.activations(heldout_source, progress)
+        tuning = session.activations(tuning_source, progress) if tuning_source is not None else None
+        evaluation = session.activations(evaluation_source, progress) if evaluation_source is not None else None
     if tuning is None:
         ide_index, tune_index = stratified_split(heldout.labels, options.split, options.seed)
         identification, tuning = heldout.subset(ide_index), heldout.subset(tune_index)
@@ -260,7 +302,7 @@ def tune(
         "suppressed_neurons": [int(i) for i in suppressed],
         "data_sha256": session.digests,
     }
-    verify_sample = session.verification_sample(data if data is not None else None)
+    verify_sample = session.verification_sample(heldout_source if isinstance(heldout_source, Dataset) else None)
     with _timed(timings, "rewrite"):
         files, verification = session.write(output_path, W, b, provenance, verify_sample)
     evaluated = evaluation or heldout
@@ -281,13 +323,21 @@ def tune(
         converged=None if fit is None else fit.converged,
         verification=verification,
         timings=timings,
+        classes=session.class_mapping,
     )
 
 
 class _Session:
     """One model being worked on: loaded once, head located once, one onnxruntime session."""
 
-    def __init__(self, loaded: LoadedModel, head: HeadSpec, provider: str | None, batch_size: int):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        head: HeadSpec,
+        provider: str | None,
+        batch_size: int,
+        data_options: DataOptions | None = None,
+    ):
         if batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
         self.loaded = loaded
@@ -297,15 +347,14 @@ class _Session:
         self._runner: ModelRunner | None = None
         self.model_digest = file_digest(loaded.path)
         self.digests: dict[str, str] = {}
-        # the first samples of every data set run, kept (copied) for verifying the written model,
-        # so that tuning never reads a data file twice
-        self._samples: dict[str, HeldOutData] = {}
+        self.data_options = data_options or DataOptions()
+        self.class_names: list[str] | None = None
 
     @classmethod
-    def open(cls, model, provider, output, head_node, embedding, batch_size) -> _Session:
+    def open(cls, model, provider, output, head_node, embedding, batch_size, data_options=None) -> _Session:
         loaded = load_model(model)
         head = locate_head(loaded.proto, output=output, head_node=head_node, embedding=embedding)
-        return cls(loaded, head, provider, batch_size)
+        return cls(loaded, head, provider, batch_size, data_options)
 
     @property
     def runner(self) -> ModelRunner:
@@ -321,27 +370,41 @@ class _Session:
     def input_specs(self) -> list[InputSpec]:
         return self.runner.inputs
 
-    def activations(self, source, progress: ProgressFactory | None) -> Activations:
-        """Activations of ``source``: a data set (run the model) or a saved activations file."""
+    @property
+    def class_mapping(self) -> dict[str, int] | None:
+        """Class name -> index, when labels were given as names (for the report)."""
+        return None if self.class_names is None else {name: i for i, name in enumerate(self.class_names)}
+
+    def source(self, source) -> Dataset | Activations:
+        """Open ``source``: a data set (labels read, inputs streamed later) or saved activations.
+
+        The first data set whose labels are class names fixes the name -> index mapping; the
+        later ones map through it, so every set agrees on what index 2 means.
+        """
         if isinstance(source, Activations):
             return self._checked(source, "activations")
-        if isinstance(source, HeldOutData):
-            data = source
+        if isinstance(source, Dataset):
+            dataset = source
+        elif _is_activations_file(source, self.data_options):
+            self.digests[str(source)] = source_digest(source)
+            return self._checked(Activations.load(source), str(source))
         else:
-            arrays = load_npz(source)
-            self.digests[str(source)] = file_digest(source)
-            if is_activations(arrays):
-                return self._checked(Activations.load(source), str(source))
-            data = validate_heldout(arrays, self.input_specs, self.head.n_classes, source=str(source))
-        self._samples[_describe(source)] = HeldOutData(
-            inputs={k: v[:_VERIFY_SAMPLES].copy() for k, v in data.inputs.items()},
-            labels=data.labels[:_VERIFY_SAMPLES].copy(),
-            groups=None,
-            source=data.source,
-        )
-        update = progress(f"extract {Path(data.source).name}", len(data)) if progress else None
+            options = self.data_options
+            if self.class_names is not None and options.classes is None:
+                options = options.with_classes(self.class_names)
+            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+            self.digests[str(source)] = source_digest(source)
+        if dataset.class_names is not None and self.class_names is None:
+            self.class_names = list(dataset.class_names)
+        return dataset
+
+    def activations(self, source: Dataset | Activations, progress: ProgressFactory | None) -> Activations:
+        """Activations of an opened ``source``: run the model over a data set, or pass them on."""
+        if isinstance(source, Activations):
+            return source
+        update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
         return extract_activations(
-            self.runner, self.head, data, model_digest=self.model_digest, batch_size=self.batch_size, progress=update
+            self.runner, self.head, source, model_digest=self.model_digest, batch_size=self.batch_size, progress=update
         )
 
     def _checked(self, acts: Activations, source: str) -> Activations:
@@ -353,10 +416,10 @@ class _Session:
             logger.warning("activations '%s' were extracted from a different model file", source)
         return acts
 
-    def verification_sample(self, data) -> HeldOutData:
-        """The first samples of ``data`` (already run by :meth:`activations`), else a synthetic batch."""
+    def verification_sample(self, data: Dataset | None) -> HeldOutData:
+        """Real inputs when we have them (the first samples), else a synthetic batch like the model's inputs."""
         if data is not None:
-            return self._samples[_describe(data)]
+            return data.head(_VERIFY_SAMPLES)
         return synthetic_sample(self.input_specs, n=8)
 
     def write(self, output_path: Path, W, b, provenance, sample: HeldOutData) -> tuple[list[Path], Verification]:
@@ -365,7 +428,11 @@ class _Session:
         outcome: list[Verification] = []
 
         def check(path: Path) -> None:
-            outcome.append(verify_written(path, self.head, W, b, sample, resolve_providers(self._provider)))
+            outcome.append(
+                verify_written(
+                    path, self.head, W, b, sample, resolve_providers(self._provider), original=self.loaded.proto
+                )
+            )
 
         files = save_model_atomic(
             model,
@@ -393,10 +460,34 @@ def synthetic_sample(specs: list[InputSpec], n: int) -> HeldOutData:
     return HeldOutData(inputs=inputs, labels=np.zeros(count, dtype=np.int64), groups=None, source="synthetic")
 
 
-def _require_groups(source) -> None:
-    has = source.groups is not None if isinstance(source, HeldOutData | Activations) else "groups" in load_npz(source)
-    if not has:
-        raise UsageError(f"--method dfr needs group labels: data '{_describe(source)}' has no 'groups' array")
+def _require_groups(source: Dataset | Activations, given) -> None:
+    if source.groups is None:
+        where = (
+            "group column" if isinstance(source, Dataset) and not isinstance(source, HeldOutData) else "'groups' array"
+        )
+        raise UsageError(f"--method dfr needs group labels: data '{_describe(given)}' has no {where}")
+
+
+def _require_every_class(source: Dataset | Activations, given, n_classes: int) -> None:
+    """Fail before the model runs if the data the head is re-fit on lacks a class."""
+    missing = np.setdiff1d(np.arange(n_classes), source.labels)
+    if missing.size:
+        raise DataError(
+            f"data '{_describe(given)}' has no samples of class(es) {missing.tolist()}; re-fitting the head "
+            "needs samples of every class the model predicts"
+        )
+
+
+def _is_activations_file(path: PathLike, options: DataOptions) -> bool:
+    """True for an ``.npz`` written by :meth:`Activations.save` (only its member names are read)."""
+    path = Path(path)
+    if options.format not in (None, "npz") or path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return is_activations(archive)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError, TypeError):
+        return False  # not an archive of named arrays: the data reader says what is wrong with it
 
 
 @contextmanager
@@ -409,7 +500,7 @@ def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 
 def _describe(source) -> str:
-    if isinstance(source, HeldOutData):
+    if isinstance(source, Dataset):
         return source.source
     if isinstance(source, Activations):
         return "activations"

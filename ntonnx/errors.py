@@ -10,9 +10,16 @@ from __future__ import annotations
 
 
 class NtonnxError(Exception):
-    """Base class of every error ntonnx raises on purpose; ``exit_code`` is the CLI's status."""
+    """Base class of every error ntonnx raises on purpose; ``exit_code`` is the CLI's status.
+
+    Messages are one line by construction: names taken from a file (a node, a column) may hold
+    line breaks, which are shown escaped so that a pipeline's log keeps one line per error.
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str = ""):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class UsageError(NtonnxError, ValueError):

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ntonnx.errors import UsageError
+from ntonnx.errors import DataError, UsageError
 from ntonnx.metrics import predict
 from ntonnx.neurons import RULES, NeuronScores, select_spurious, spuriousness_scores
 from ntonnx.runtime import Activations
@@ -97,9 +97,13 @@ def identify_spurious(
             scores.n_right[y],
         )
     suppressed = select_spurious(scores, options.rule, options.threshold)
-    if len(suppressed) == identification.embeddings.shape[1]:
+    # Dead neurons (constant on the data) carry nothing; if every live one is selected, the re-fit
+    # head could only output its bias.
+    live = np.flatnonzero(np.ptp(identification.embeddings, axis=0) > 0)
+    if live.size and np.isin(live, suppressed).all():
         raise UsageError(
-            f"all {len(suppressed)} embedding neurons scored as spurious; raise --threshold or use --rule all"
+            f"all {live.size} active embedding neurons scored as spurious (rule '{options.rule}', "
+            f"threshold {options.threshold}); raise --threshold or use --rule all"
         )
     return scores, suppressed
 
@@ -115,6 +119,13 @@ def refit_head(
     """Re-fit the head on ``tuning`` with ``suppressed`` neurons dropped; None for ``erm``."""
     if options.method == "erm":
         return None
+    n_classes = max(original[0].shape[0], 2)
+    missing = np.setdiff1d(np.arange(n_classes), tuning.labels)
+    if missing.size:
+        raise DataError(
+            f"the tuning data has no samples of class(es) {missing.tolist()}; re-fitting the head needs "
+            "samples of every class the model predicts"
+        )
     anchor, l2 = 0.0, options.l2
     if options.method in ("neurontune", "llr"):
         weights = class_balanced_weights(tuning.labels)

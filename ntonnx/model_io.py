@@ -9,6 +9,7 @@ partial file at the output path and the input files are never written.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,10 @@ from ntonnx.errors import ModelError, UsageError, first_line
 # Protobuf refuses to serialise a message over 2 GiB; stay clear of it with a margin.
 _PROTOBUF_SAFE_BYTES = 1_800_000_000
 _TMP_PREFIX = ".ntonnx-tmp-"
+# onnx's default: tensors of at least this many bytes go to the external-data file.
+_EXTERNAL_THRESHOLD_BYTES = 1024
+
+logger = logging.getLogger("ntonnx")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ...
         raise ModelError(f"model file '{path}' is not a valid ONNX model ({first_line(exc)})") from None
+    _check_text_fields(proto, path)
     if not proto.graph.node or not proto.graph.output:
         raise ModelError(f"model file '{path}' holds no graph with nodes and outputs; is it an ONNX model?")
     locations = {
@@ -76,12 +82,49 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     return LoadedModel(proto=proto, path=path, external_files=external)
 
 
+def _check_text_fields(proto: onnx.ModelProto, path: Path) -> None:
+    """Decode every string field once.
+
+    Protobuf decodes strings lazily, so corrupt UTF-8 would otherwise surface as a
+    UnicodeDecodeError deep inside whatever first reads that name.
+    """
+    try:
+        _touch_strings(proto)
+    except UnicodeError:
+        raise ModelError(f"model file '{path}' holds text that is not valid UTF-8; the file is corrupt") from None
+
+
+def _touch_strings(message) -> None:
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            for item in value if _is_repeated(field) else [value]:
+                _touch_strings(item)
+        elif field.type == field.TYPE_STRING:
+            for text in value if _is_repeated(field) else [value]:
+                # proto2 hands back undecodable text as bytes (or str with surrogates)
+                text.decode("utf-8") if isinstance(text, bytes) else text.encode("utf-8")
+
+
+def _is_repeated(field) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf >= 5 deprecates ``label``
+        return field.is_repeated
+    return field.label == field.LABEL_REPEATED
+
+
 def _all_tensors(proto: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from proto.graph.initializer
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
+    """Initializers and tensor attributes of every graph, subgraphs (If/Loop bodies) included."""
+    graphs = [proto.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(attr.graphs)
 
 
 def serialize_for_runtime(model: onnx.ModelProto, workdir: str) -> bytes | str:
@@ -124,42 +167,79 @@ def save_model_atomic(
     The files go to a temporary folder beside ``output`` first; ``check(temp_model_path)`` runs
     there (a raise aborts and removes everything), then each file is renamed into place, the
     external-data file before the model so that a reader never sees a model without its data.
-    ``protected`` lists absolute paths (the input's files) that must never be replaced.
+    ``protected`` lists absolute paths (the input's files) that must never be replaced. With
+    external data, ``model``'s tensors are moved out to the data file (the proto is emptied of
+    their bytes), so that a model near protobuf's 2 GiB limit is never held twice.
     """
     output = Path(output)
     data_name = output.name + ".data"
-    targets = [output] + ([output.parent / data_name] if external_data else [])
+    save_external = external_data or model.ByteSize() >= _PROTOBUF_SAFE_BYTES
+    targets = [output] + ([output.parent / data_name] if save_external else [])
     for target in targets:
         if str(target.resolve()) in protected:
             raise UsageError(f"--out '{output}' would overwrite input file '{target}'")
-    save_external = external_data or model.ByteSize() >= _PROTOBUF_SAFE_BYTES
-    if save_external and not external_data:
-        targets.append(output.parent / data_name)
-    with _temp_dir_beside(output) as tmp:
-        tmp_model = Path(tmp) / output.name
-        if save_external:
-            onnx.save_model(
-                model,
-                str(tmp_model),
-                save_as_external_data=True,
-                location=data_name,
-                size_threshold=0,
-                all_tensors_to_one_file=True,
-            )
-        else:
-            onnx.save_model(model, str(tmp_model))
-        if check is not None:
-            check(tmp_model)
-        for target in reversed(targets):
-            os.replace(Path(tmp) / target.name, target)
+    try:
+        with _temp_dir_beside(output) as tmp:
+            tmp_model = Path(tmp) / output.name
+            if save_external:
+                onnx.save_model(
+                    model,
+                    str(tmp_model),
+                    save_as_external_data=True,
+                    location=data_name,
+                    size_threshold=_external_threshold(model),
+                    all_tensors_to_one_file=True,
+                )
+            else:
+                onnx.save_model(model, str(tmp_model))
+            if check is not None:
+                check(tmp_model)
+            targets = [t for t in targets if (Path(tmp) / t.name).exists()]  # no data file if no tensor had bytes
+            if len(targets) > 1 and output.exists():
+                # an old model must never be seen next to the new data file: drop it first
+                output.unlink()
+            for target in reversed(targets):
+                os.replace(Path(tmp) / target.name, target)
+    except OSError as exc:  # read-only or full file system, permissions, a vanished directory
+        raise UsageError(f"--out '{output}': cannot write there ({exc.strerror or exc})") from None
     return targets
+
+
+def _external_threshold(model: onnx.ModelProto) -> int:
+    """onnx's usual 1 KiB threshold, lowered so that at least one tensor goes to the data file."""
+    largest = max((len(t.raw_data) for t in model.graph.initializer), default=0)
+    return min(_EXTERNAL_THRESHOLD_BYTES, largest)
 
 
 @contextlib.contextmanager
 def _temp_dir_beside(output: Path) -> Iterator[str]:
+    """A temporary folder next to ``output`` (same filesystem, so the final rename is atomic).
+
+    Its name carries our PID; folders left by a process that was killed (SIGKILL, power loss) are
+    removed here, on the next write into the same directory.
+    """
     parent = output.parent if str(output.parent) else Path(".")
-    tmp = tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=parent)
+    _remove_stale_temp_dirs(parent)
+    tmp = tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-", dir=parent)
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temp_dirs(parent: Path) -> None:
+    for candidate in parent.glob(f"{_TMP_PREFIX}*"):
+        pid_text = candidate.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if candidate.is_dir() and pid_text.isdigit() and not _process_alive(int(pid_text)):
+            logger.info("removing %s left by an interrupted run (pid %s)", candidate, pid_text)
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True

@@ -8,20 +8,22 @@ because onnxruntime falls back to CPU without saying so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ntonnx.data import HeldOutData, InputSpec
+from ntonnx.atomic import write_atomic
+from ntonnx.data import Dataset, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
-from ntonnx.heads import HeadSpec
+from ntonnx.heads import HeadSpec, head_activations
 from ntonnx.model_io import serialize_for_runtime
 
 logger = logging.getLogger("ntonnx")
@@ -79,10 +81,7 @@ class Activations:
         }
         if self.groups is not None:
             arrays["groups"] = self.groups
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        write_atomic(path, lambda tmp: np.savez(tmp, **arrays), option="-o", suffix=".npz")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Activations:
@@ -143,7 +142,12 @@ def resolve_providers(requested: str | None) -> list[str]:
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
-    def __init__(self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str):
+    def __init__(
+        self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str, *, exact: bool = False
+    ):
+        """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
+        dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
+        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -154,10 +158,14 @@ class ModelRunner:
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if exact:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
             try:
-                self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+                # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
+                with contextlib.redirect_stdout(sys.stderr):
+                    self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
             except Exception as exc:
                 raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
         self.provider = self.session.get_providers()[0]
@@ -172,48 +180,71 @@ class ModelRunner:
 
     def run(
         self,
-        data: HeldOutData,
+        data: Dataset,
         batch_size: int,
         progress: Callable[[int], None] | None = None,
     ) -> list[np.ndarray]:
-        """Outputs ``self.output_names`` for all samples, stacked along the batch axis.
-
-        The result arrays are allocated once, after the first batch, and filled in place: holding
-        every batch's output in a list and concatenating at the end would need twice the memory of
-        the embedding matrix at its peak.
-        """
+        """Outputs ``self.output_names`` for all samples, concatenated along the batch axis."""
         batch = self.fixed_batch or batch_size
-        outputs: list[np.ndarray] | None = None
-        done = 0
+        stores = [_Rows(len(data)) for _ in self.output_names]
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
                 feed = {k: _pad(v, self.fixed_batch) for k, v in feed.items()}
+            fed = len(next(iter(feed.values())))
             try:
                 results = self.session.run(self.output_names, feed)
             except Exception as exc:
                 raise DataError(f"model '{self.label}' failed on data '{data.source}': {first_line(exc)}") from None
-            if outputs is None:
-                outputs = [np.empty((len(data), *value.shape[1:]), dtype=value.dtype) for value in results]
-            for name, store, value in zip(self.output_names, outputs, results, strict=True):
-                if value.shape[1:] != store.shape[1:]:
-                    raise ModelError(
-                        f"model '{self.label}': output '{name}' has shape {value.shape} from sample {done} on, "
-                        f"but {store.shape[1:]} per sample before; ntonnx needs a fixed shape per sample"
-                    )
-                store[done : done + n] = value[:n]
-            done += n
+            for store, value in zip(stores, results, strict=True):
+                store.add(np.asarray(value), n, fed)
             if progress is not None:
                 progress(n)
-        if outputs is None:
-            raise DataError(f"data '{data.source}' has zero samples")
-        return outputs
+            # Let go of the batch before the next is asked for: a streaming data set then never
+            # holds two batches in the model's form at once.
+            del feed
+        return [store.result() for store in stores]
+
+
+class _Rows:
+    """One output collected across batches: the first ``n`` rows of each batch's value.
+
+    While every batch gives one row per fed sample (embeddings, logits), the rows go straight
+    into one array allocated at the first batch; keeping a list of chunks and concatenating at the
+    end would hold the embedding matrix twice at the peak. Any other output (not per sample, or
+    changing shape) is kept as chunks and concatenated, as before.
+    """
+
+    def __init__(self, total: int):
+        self.total = total
+        self.array: np.ndarray | None = None
+        self.done = 0
+        self.chunks: list[np.ndarray] | None = None
+
+    def add(self, value: np.ndarray, n: int, fed: int) -> None:
+        part = value[:n]
+        if self.chunks is None and value.ndim and len(value) == fed and self.done + n <= self.total:
+            if self.array is None:
+                self.array = np.empty((self.total, *part.shape[1:]), dtype=part.dtype)
+            if part.shape[1:] == self.array.shape[1:] and part.dtype == self.array.dtype:
+                self.array[self.done : self.done + n] = part
+                self.done += n
+                return
+        if self.chunks is None:
+            self.chunks = [] if self.array is None else [self.array[: self.done]]
+            self.array = None
+        self.chunks.append(part)
+
+    def result(self) -> np.ndarray:
+        if self.chunks is not None:
+            return np.concatenate(self.chunks)
+        return self.array[: self.done] if self.array is not None else np.empty((0,))
 
 
 def extract_activations(
     runner: ModelRunner,
     head: HeadSpec,
-    data: HeldOutData,
+    data: Dataset,
     *,
     model_digest: str,
     batch_size: int = 64,
@@ -223,15 +254,10 @@ def extract_activations(
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs.
     """
-    embeddings, logits = runner.run(data, batch_size, progress)
-    if embeddings.ndim != 2 or embeddings.shape[1] != head.dim:
-        raise ModelError(
-            f"embedding '{head.embedding}' has shape {embeddings.shape}, expected (batch, {head.dim}); "
-            "heads applied per token (rank > 2) are not supported"
-        )
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress))
     return Activations(
         embeddings=embeddings,
-        logits=logits.reshape(len(logits), -1),
+        logits=logits,
         labels=data.labels,
         groups=data.groups,
         model_digest=model_digest,

@@ -1,51 +1,38 @@
 """``Gemm(embedding, B, C)``: torch's ``nn.Linear`` on a 2-D input, Keras/tf2onnx Dense, ONNX zoo heads.
 
 ``transB=1`` stores ``B`` as ``(n_classes, dim)``, ``transB=0`` as ``(dim, n_classes)``; ``alpha``
-scales the product and ``beta`` the bias, and both are honoured. ``transA=1`` is not a head.
+scales the product and ``beta`` the bias, and both are honoured. ``C`` may be absent (no bias), a
+scalar or ``(1, n_classes)``. ``transA=1`` is not a head.
 """
 
 from __future__ import annotations
 
 import onnx
 
-from ntonnx.graph import GraphIndex, attribute, node_label
-from ntonnx.heads.base import HeadSpec, WeightRef
+from ntonnx.graph import GraphIndex, attribute
+from ntonnx.heads.base import HeadSpec, ParamHead, single_node_head
+from ntonnx.heads.params import make_ref
 
 
-class _Gemm:
+class _Gemm(ParamHead):
     name = "gemm"
 
     def match(self, index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
-        return _match(index, node)
-
-
-def _match(index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
-    if node.op_type != "Gemm" or attribute(node, "transA", 0) != 0:
-        return None
-    weight = index.constant(node.input[1])
-    if weight is None or weight.ndim != 2:
-        return None
-    trans_b = attribute(node, "transB", 0)
-    n_classes, dim = weight.shape if trans_b else weight.shape[::-1]
-    out = node.output[0]
-    bias_ref = None
-    if len(node.input) > 2 and node.input[2]:
-        bias = index.constant(node.input[2])
-        if bias is None or bias.size not in (1, n_classes):
+        if node.op_type != "Gemm" or attribute(node, "transA", 0) != 0:
             return None
-        bias_ref = WeightRef(node.input[2], "vector", out, float(attribute(node, "beta", 1.0)))
-    return HeadSpec(
-        pattern="gemm",
-        nodes=[node_label(node)],
-        embedding=node.input[0],
-        dim=int(dim),
-        logits=out,
-        n_classes=int(n_classes),
-        output=out,
-        weight=WeightRef(node.input[1], "out_in" if trans_b else "in_out", out, float(attribute(node, "alpha", 1.0))),
-        bias=bias_ref,
-        dtype=str(weight.dtype),
-    )
+        trans_b = attribute(node, "transB", 0)
+        found = make_ref(index, node, 1, "out_in" if trans_b else "in_out", float(attribute(node, "alpha", 1.0)))
+        if found is None or found[1].ndim != 2:
+            return None
+        weight_ref, weight = found
+        n_classes, dim = weight.shape if trans_b else weight.shape[::-1]
+        bias_ref = None
+        if len(node.input) > 2 and node.input[2]:
+            bias_found = make_ref(index, node, 2, "vector", float(attribute(node, "beta", 1.0)))
+            if bias_found is None or bias_found[1].size not in (1, n_classes):
+                return None
+            bias_ref = bias_found[0]
+        return single_node_head(self.name, index, node, dim=dim, n_classes=n_classes, weight=weight_ref, bias=bias_ref)
 
 
 gemm = _Gemm()

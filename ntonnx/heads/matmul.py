@@ -1,7 +1,8 @@
 """``Add(MatMul(embedding, W), b)`` (bias on either side) and a bare ``MatMul(embedding, W)``.
 
-This is what torch exports for ``nn.Linear`` on inputs of rank other than 2, what tf2onnx emits for
-many Keras Dense layers, and what hand-written graphs use. ``W`` is stored ``(dim, n_classes)``.
+This is what torch exports for ``nn.Linear`` on inputs of rank other than 2 (and its dynamo
+exporter on every rank), what skl2onnx emits for an MLP and tf2onnx for many Keras Dense layers.
+``W`` is read as ``(dim, n_classes)``, directly or through a Transpose/Cast/DequantizeLinear.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from __future__ import annotations
 import onnx
 
 from ntonnx.graph import GraphIndex, node_label
-from ntonnx.heads.base import HeadSpec, WeightRef
+from ntonnx.heads.base import HeadSpec, ParamHead, single_node_head
+from ntonnx.heads.params import make_ref
 
 
-class _MatMulAdd:
+class _MatMulAdd(ParamHead):
     name = "matmul_add"
 
     def match(self, index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
@@ -20,31 +22,30 @@ class _MatMulAdd:
             return None
         for matmul_side in (0, 1):
             matmul = index.producer(node.input[matmul_side])
-            bias = index.constant(node.input[1 - matmul_side])
-            if matmul is None or bias is None:
+            if matmul is None:
                 continue
             spec = _match_matmul(index, matmul)
-            if spec is None or bias.size not in (1, spec.n_classes):
+            if spec is None or len(index.consumers[matmul.output[0]]) != 1:
+                continue  # the product used elsewhere too: changing W would change that as well
+            found = make_ref(index, node, 1 - matmul_side, "vector")
+            if found is None or found[1].size not in (1, spec.n_classes):
                 continue
-            if len(index.consumers[matmul.output[0]]) != 1:
-                continue  # the product is used elsewhere: changing W would change that too
-            out = node.output[0]
             return HeadSpec(
                 pattern=self.name,
                 nodes=[*spec.nodes, node_label(node)],
                 embedding=spec.embedding,
                 dim=spec.dim,
-                logits=out,
+                logits=node.output[0],
                 n_classes=spec.n_classes,
-                output=out,
+                output=node.output[0],
                 weight=spec.weight,
-                bias=WeightRef(node.input[1 - matmul_side], "vector", out),
+                bias=found[0],
                 dtype=spec.dtype,
             )
         return None
 
 
-class _MatMul:
+class _MatMul(ParamHead):
     name = "matmul"
 
     def match(self, index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
@@ -52,25 +53,14 @@ class _MatMul:
 
 
 def _match_matmul(index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
-    if node.op_type != "MatMul":
+    if node.op_type != "MatMul" or index.constant(node.input[0]) is not None:
         return None
-    weight = index.constant(node.input[1])
-    if weight is None or weight.ndim != 2:
+    found = make_ref(index, node, 1, "in_out")
+    if found is None or found[1].ndim != 2:
         return None
+    weight_ref, weight = found
     dim, n_classes = weight.shape
-    out = node.output[0]
-    return HeadSpec(
-        pattern="matmul",
-        nodes=[node_label(node)],
-        embedding=node.input[0],
-        dim=int(dim),
-        logits=out,
-        n_classes=int(n_classes),
-        output=out,
-        weight=WeightRef(node.input[1], "in_out", out),
-        bias=None,
-        dtype=str(weight.dtype),
-    )
+    return single_node_head("matmul", index, node, dim=dim, n_classes=n_classes, weight=weight_ref, bias=None)
 
 
 matmul_add = _MatMulAdd()

@@ -94,9 +94,19 @@ def run_case(name: str, case: Path, seeds: list[int], log) -> dict:
                     )
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always", ntonnx.ConvergenceWarning)
-                        result = ntonnx.tune(
-                            case / "model.onnx", out, activations=heldout, eval_data=test, options=options, force=True
-                        )
+                        try:
+                            result = ntonnx.tune(
+                                case / "model.onnx",
+                                out,
+                                activations=heldout,
+                                eval_data=test,
+                                options=options,
+                                force=True,
+                            )
+                        except ntonnx.UsageError as exc:  # e.g. every active neuron selected: ntonnx refuses
+                            log(f"  {name}/{kind}/{variant.label}/seed {seed}: refused: {exc}")
+                            runs.append(None)
+                            continue
                     if caught:
                         log(f"  {name}/{kind}/{variant.label}/seed {seed}: {caught[0].message}")
                     runs.append((result.after.worst_group, result.after.accuracy, len(result.suppressed)))
@@ -133,9 +143,15 @@ def case_table(name: str, case: Path, results: dict) -> str:
     for variant in VARIANTS:
         cells = []
         for kind in HELDOUT_KINDS:
-            runs = results[(kind, variant.label)]
-            wga, acc, sup = (list(col) for col in zip(*runs, strict=True))
-            cells += [fmt(wga), fmt(acc), fmt(sup, scale=1.0, digits=0) if variant.method == "neurontune" else "–"]
+            done = [r for r in results[(kind, variant.label)] if r is not None]
+            refused = len(results[(kind, variant.label)]) - len(done)
+            if not done:
+                cells += ["refused¹", "refused¹", "all active"]
+                continue
+            wga, acc, sup = (list(col) for col in zip(*done, strict=True))
+            note = f" ({refused} refused¹)" if refused else ""
+            suppressed = fmt(sup, scale=1.0, digits=0) if variant.method == "neurontune" else "–"
+            cells += [fmt(wga) + note, fmt(acc), suppressed]
         lines.append(f"| {variant.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -172,7 +188,8 @@ def main() -> None:
             f"Mean ± std over {len(seeds)} seeds of the identification/tuning split (ERM: one model). "
             "Every method sees the held-out labels only, except `dfr`, which also reads its group labels "
             "(upper reference). 'suppressed' = neurons NeuronTune zeroed. λ is in units of σ, the mean "
-            "per-neuron standard deviation of the held-out embeddings.",
+            "per-neuron standard deviation of the held-out embeddings. ¹ ntonnx refuses a selection "
+            "that contains every active neuron (the head would have nothing left to use).",
             "",
             *[s + "\n" for s in sections],
             "### Synthetic check: identification on the paper's linear data model",

@@ -44,7 +44,6 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 BATCH = 64
 SYNTHETIC_N = 20000
-CLI = "from cli.main import main; main()"
 
 
 def run_measured(args: list[str], timeout: float | None = None) -> dict:
@@ -65,18 +64,43 @@ def run_measured(args: list[str], timeout: float | None = None) -> dict:
 
 
 def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds and peak RSS (MiB) of one fresh process (``os.wait4`` on it)."""
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one fresh process running ``args``.
+
+    The process is this script's ``_measure`` worker, which runs ``args`` and reports its own
+    ``VmHWM`` at exit: the rusage of a forked child also counts the parent's pages at the fork.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    with tempfile.NamedTemporaryFile(prefix="ntonnx-peak-", suffix=".txt") as report:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "_measure", report.name, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        err = proc.stderr.read().decode()
+        proc.stderr.close()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err[-2000:]}")
+        peak_kib = int(Path(report.name).read_text())
+    return seconds, usage.ru_utime + usage.ru_stime, peak_kib / 1024
+
+
+def measure_worker(report: str, args: list[str]) -> None:
+    """Run ``bare MODEL DATA BATCH`` or ``cli ARGS...`` and write this process's peak RSS (KiB)."""
+    try:
+        if args[0] == "bare":
+            bare_loop(args[1], args[2], int(args[3]))
+        else:
+            from cli.main import main as cli_main
+
+            cli_main(args[1:], standalone_mode=False)
+    finally:
+        Path(report).write_text(str(int(_status_mib("VmHWM") * 1024)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +122,6 @@ def bare_loop(model: str, data: str, batch: int) -> None:
 
 def solve_worker(n: int, d: int, c: int, max_iter: int, seed: int = 0) -> None:
     """Time ``fit_head`` on a synthetic problem; prints JSON."""
-    import resource
     import warnings
 
     from ntonnx.solve import class_balanced_weights, fit_head
@@ -115,13 +138,13 @@ def solve_worker(n: int, d: int, c: int, max_iter: int, seed: int = 0) -> None:
     W0 = teacher + rng.standard_normal(teacher.shape).astype(np.float32) * (0.3 / np.sqrt(d))
     init = (W0, np.zeros(c, dtype=np.float32))
     weights = class_balanced_weights(labels)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = _status_mib("VmHWM")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
         fit = fit_head(X, labels, n_logits=c, sample_weight=weights, init=init, max_iter=max_iter)
         seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mib("VmHWM")
     print(
         json.dumps(
             {
@@ -135,6 +158,12 @@ def solve_worker(n: int, d: int, c: int, max_iter: int, seed: int = 0) -> None:
             }
         )
     )
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmHWM: peak RSS since exec), in MiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:"))) / 1024
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,11 +202,11 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) ->
         for label, data in datasets.items():
             n = _count(data)
             commands = {
-                "bare onnxruntime loop": [sys.executable, __file__, "_bare", str(model), str(data), str(BATCH)],
-                "ntonnx extract": [sys.executable, "-c", CLI, "-q", "extract", str(model), "--data", str(data),
-                                   "-o", acts, "--batch-size", str(BATCH)],
-                "ntonnx tune": [sys.executable, "-c", CLI, "-q", "tune", str(model), "--data", str(data),
-                                "-o", tuned, "--batch-size", str(BATCH), "--force"],
+                "bare onnxruntime loop": ["bare", str(model), str(data), str(BATCH)],
+                "ntonnx extract": ["cli", "-q", "extract", str(model), "--data", str(data), "-o", acts,
+                                   "--batch-size", str(BATCH)],
+                "ntonnx tune": ["cli", "-q", "tune", str(model), "--data", str(data), "-o", tuned,
+                                "--batch-size", str(BATCH), "--force"],
             }  # fmt: skip
             times: dict[str, list[float]] = {k: [] for k in commands}
             cpu: dict[str, list[float]] = {k: [] for k in commands}
@@ -264,8 +293,8 @@ def _solve(n: int, d: int, c: int, max_iter: int, timeout: float) -> dict | None
 
 
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "_bare":
-        bare_loop(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        measure_worker(sys.argv[2], sys.argv[3:])
         return
     if len(sys.argv) > 1 and sys.argv[1] == "_solve":
         solve_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))

@@ -1,7 +1,8 @@
 """Real exporters' graphs: detect, tune, and rewrite round trip on each.
 
-Models are exported at test time (once per session): torch's TorchScript exporter and its default
-(dynamo) exporter, skl2onnx, onnxruntime's quantizers; plus hand-built graphs reproducing tf2onnx's
+Models come from torch's TorchScript exporter and its default (dynamo) exporter (shipped files made
+by ``fixtures/exporters/make_torch_fixtures.py``), and are exported at test time (once per session)
+by skl2onnx and onnxruntime's quantizers; plus hand-built graphs reproducing tf2onnx's
 Keras Dense and PaddlePaddle's Constant-weight patterns. For each: ``inspect`` must find the
 expected node, ``tune`` must succeed and leave the input files untouched, and a rewrite with
 random ``(W, b)`` must make the model output ``v @ W.T + b`` (then the post-ops) as NumPy computes
@@ -11,6 +12,7 @@ it, with every output that does not depend on the head bit-identical to the inpu
 from __future__ import annotations
 
 import hashlib
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +30,6 @@ from ntonnx.metrics import predict
 from ntonnx.model_io import load_model
 from ntonnx.rewrite import tuned_model
 from tests.test_heads import numpy_post_ops, relative_error
-
-torch = pytest.importorskip("torch")
 
 
 @dataclass
@@ -59,98 +59,19 @@ def features(width, name):
     return lambda rng, n: {name: rng.normal(size=(n, width)).astype(np.float32)}
 
 
-# --------------------------------------------------------------------------------------- torch
+# ----------------------------------------------------------------------- torch (shipped files)
+
+SHIPPED = Path(__file__).resolve().parent / "fixtures" / "exporters"
 
 
-class CNN(torch.nn.Module):
-    def __init__(self, n_classes=4, softmax=False):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, 3)
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-        self.fc = torch.nn.Linear(8, n_classes)
-        self.softmax = softmax
+def shipped(name: str, root: Path) -> Path:
+    """Copy a torch export made by ``fixtures/exporters/make_torch_fixtures.py`` (and its data file).
 
-    def forward(self, x):
-        logits = self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
-        return torch.softmax(logits, dim=1) if self.softmax else logits
-
-
-class ConvClassifier(torch.nn.Module):
-    """SqueezeNet/DenseNet-style: a 1x1 conv classifier, then a global average pool and flatten."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = torch.nn.Conv2d(3, 8, 3)
-        self.classifier = torch.nn.Conv2d(8, 5, 1)
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-
-    def forward(self, x):
-        return torch.flatten(self.pool(self.classifier(torch.relu(self.features(x)))), 1)
-
-
-class TokenModel(torch.nn.Module):
-    """A token-level transformer-like model: rank-3 Linear (MatMul+Add), then the CLS token."""
-
-    def __init__(self):
-        super().__init__()
-        self.embed = torch.nn.Embedding(20, 8)
-        self.mix = torch.nn.Linear(8, 8)
-        self.classifier = torch.nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.classifier(torch.relu(self.mix(self.embed(x))))[:, 0]
-
-
-class BinaryModel(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = torch.nn.Linear(6, 8)
-        self.fc = torch.nn.Linear(8, 1)
-
-    def forward(self, x):
-        return torch.sigmoid(self.fc(torch.relu(self.body(x))))
-
-
-class TwoHeads(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = torch.nn.Linear(6, 8)
-        self.fc = torch.nn.Linear(8, 3)
-        self.aux = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        e = torch.relu(self.body(x))
-        return self.fc(e), self.aux(e)
-
-
-def torch_export(module, example, path: Path, *, dynamo: bool, outputs=("logits",), dynamic=True) -> Path:
-    module.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            shapes = ({0: torch.export.Dim("N", min=1, max=1024)},) if dynamic else None
-            torch.onnx.export(
-                module,
-                (example,),
-                str(path),
-                dynamo=True,
-                input_names=["x"],
-                output_names=list(outputs),
-                dynamic_shapes=shapes,
-                verbose=False,
-            )
-        else:
-            axes = {"x": {0: "N"}, **{o: {0: "N"} for o in outputs}} if dynamic else None
-            torch.onnx.export(
-                module,
-                (example,),
-                str(path),
-                dynamo=False,
-                input_names=["x"],
-                output_names=list(outputs),
-                dynamic_axes=axes,
-            )
-    return path
+    Shipped rather than exported at test time so that CI checks real torch graphs without torch.
+    """
+    for source in SHIPPED.glob(f"{name}.onnx*"):
+        shutil.copyfile(source, root / source.name)
+    return root / f"{name}.onnx"
 
 
 # ------------------------------------------------------------------------------------- skl2onnx
@@ -305,15 +226,11 @@ FIXTURES = [
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory) -> dict[str, Fixture]:
     root = tmp_path_factory.mktemp("exported")
-    torch.manual_seed(0)  # the modules below are built in a fixed order: same weights every session
-    img = torch.randn(2, 3, 8, 8)
-    ids = torch.randint(0, 20, (2, 5))
-    vec = torch.randn(2, 6)
-    ts_cnn = torch_export(CNN(), img, root / "ts_cnn.onnx", dynamo=False)
+    ts_cnn = shipped("ts_cnn", root)
     fixtures = {
         "torch_ts_cnn": Fixture(ts_cnn, "gemm", ["/fc/Gemm"], [], images()),
         "torch_ts_cnn_batch1_softmax": Fixture(
-            torch_export(CNN(softmax=True), img[:1], root / "ts_cnn_b1.onnx", dynamo=False, dynamic=False),
+            shipped("ts_cnn_b1", root),
             "gemm",
             ["/fc/Gemm"],
             ["Softmax"],
@@ -321,7 +238,7 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             batch=1,
         ),
         "torch_dynamo_cnn": Fixture(
-            torch_export(CNN(), img, root / "dynamo_cnn.onnx", dynamo=True),
+            shipped("dynamo_cnn", root),
             "gemm",
             ["node_linear"],
             [],
@@ -329,14 +246,14 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             external=True,
         ),
         "torch_ts_conv1x1": Fixture(
-            torch_export(ConvClassifier(), img, root / "ts_conv.onnx", dynamo=False),
+            shipped("ts_conv", root),
             "conv1x1",
             ["/classifier/Conv", "/pool/GlobalAveragePool"],
             ["Flatten"],
             images(),
         ),
         "torch_dynamo_conv1x1": Fixture(
-            torch_export(ConvClassifier(), img, root / "dynamo_conv.onnx", dynamo=True),
+            shipped("dynamo_conv", root),
             "conv1x1",
             ["node_conv2d_1", "node_mean"],
             ["Reshape"],
@@ -344,14 +261,14 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             external=True,
         ),
         "torch_ts_tokens": Fixture(
-            torch_export(TokenModel(), ids, root / "ts_tokens.onnx", dynamo=False),
+            shipped("ts_tokens", root),
             "matmul_add",
             ["/classifier/MatMul", "/classifier/Add", "/Gather"],
             [],
             tokens(),
         ),
         "torch_dynamo_tokens": Fixture(
-            torch_export(TokenModel(), ids, root / "dynamo_tokens.onnx", dynamo=True),
+            shipped("dynamo_tokens", root),
             "matmul_add",
             ["node_MatMul_3", "node_linear_1", "node_select"],
             [],
@@ -359,14 +276,14 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             external=True,
         ),
         "torch_ts_binary": Fixture(
-            torch_export(BinaryModel(), vec, root / "ts_binary.onnx", dynamo=False),
+            shipped("ts_binary", root),
             "gemm",
             ["/fc/Gemm"],
             ["Sigmoid"],
             features(6, "x"),
         ),
         "torch_ts_two_heads": Fixture(
-            torch_export(TwoHeads(), vec, root / "ts_two.onnx", dynamo=False, outputs=("logits", "aux")),
+            shipped("ts_two", root),
             "gemm",
             ["/fc/Gemm"],
             [],

@@ -6,6 +6,7 @@ JSON output is the library's ``to_dict()`` as it is; this module only formats fo
 from __future__ import annotations
 
 from ntonnx.api import ModelInfo
+from ntonnx.heads.pooling import Pooling
 from ntonnx.metrics import Metrics
 
 
@@ -52,11 +53,21 @@ def model_summary(info: ModelInfo) -> str:
         lines.append("head      not found (see the error below)")
         return "\n".join(lines)
     layout = head.weight.layout + ("" if head.weight.scale == 1 else f", alpha={head.weight.scale:g}")
+    via = f" via {' -> '.join(head.weight.via)}" if head.weight.via else ""
+    pooled = f", pooled: {_pooling(head.pooling)}" if head.pooling else ""
     lines += [
-        f"head      {' -> '.join(head.nodes)}  (pattern {head.pattern}; weight '{head.weight.tensor}' {layout}; "
+        f"head      {' -> '.join(head.nodes)}  (pattern {head.pattern}; weight '{head.weight.tensor}'{via} {layout}; "
         f"bias {repr(head.bias.tensor) if head.bias else 'none'}; dtype {head.dtype})",
-        f"embedding {head.embedding} (width {head.dim})",
+        f"embedding {head.embedding} (width {head.dim}{pooled})",
         f"classes   {head.n_classes}{' (single logit, binary)' if head.n_classes == 1 else ''}",
         f"post-op   {' -> '.join(head.post_ops) or 'none'} -> output '{head.output}'",
     ]
     return "\n".join(lines)
+
+
+def _pooling(pooling: Pooling) -> str:
+    if pooling.kind == "take":
+        return f"position {pooling.index} of axis {pooling.axes[0]}"
+    if pooling.kind == "spatial_mean":
+        return "mean over spatial axes"
+    return f"mean over axes {list(pooling.axes)}"

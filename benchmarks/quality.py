@@ -57,6 +57,7 @@ VARIANTS = (
     Variant("neurontune any, λ=0.25σ", "neurontune", rule="any", scaled_threshold=0.25),
     Variant("neurontune any, λ=1σ", "neurontune", rule="any", scaled_threshold=1.0),
     Variant("afr", "afr"),
+    Variant("auto (label-free selection)", "auto"),
     Variant("dfr (group labels)", "dfr"),
 )
 

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +58,7 @@ VARIANTS = (
     Variant("neurontune any, λ=0.25σ", "neurontune", rule="any", scaled_threshold=0.25),
     Variant("neurontune any, λ=1σ", "neurontune", rule="any", scaled_threshold=1.0),
     Variant("afr", "afr"),
+    Variant("auto (label-free selection)", "auto"),
     Variant("dfr (group labels)", "dfr"),
 )
 
@@ -75,7 +77,7 @@ def activations_of(case: Path, split: str) -> ntonnx.Activations:
 
 
 def run_case(name: str, case: Path, seeds: list[int], log) -> dict:
-    """Per held-out kind and variant: lists of (test worst-group, test accuracy, n suppressed)."""
+    """Per held-out kind and variant: lists of (test worst-group, test accuracy, n suppressed, auto's choice)."""
     test = activations_of(case, "test")
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="ntonnx-bench-") as tmp:
@@ -109,7 +111,9 @@ def run_case(name: str, case: Path, seeds: list[int], log) -> dict:
                             continue
                     if caught:
                         log(f"  {name}/{kind}/{variant.label}/seed {seed}: {caught[0].message}")
-                    runs.append((result.after.worst_group, result.after.accuracy, len(result.suppressed)))
+                    runs.append(
+                        (result.after.worst_group, result.after.accuracy, len(result.suppressed), result.selected)
+                    )
                 results[(kind, variant.label)] = runs
             log(f"  {name}/{kind}: done (σ = {sigma:.4g})")
     return results
@@ -148,9 +152,12 @@ def case_table(name: str, case: Path, results: dict) -> str:
             if not done:
                 cells += ["refused¹", "refused¹", "all active"]
                 continue
-            wga, acc, sup = (list(col) for col in zip(*done, strict=True))
+            wga, acc, sup, chosen = (list(col) for col in zip(*done, strict=True))
             note = f" ({refused} refused¹)" if refused else ""
             suppressed = fmt(sup, scale=1.0, digits=0) if variant.method == "neurontune" else "–"
+            if variant.method == "auto":  # which families the selection chose, over the seeds
+                families = Counter(name.split("(")[0] for name in chosen)
+                suppressed = "chose " + ", ".join(f"{f} ×{n}" for f, n in families.most_common())
             cells += [fmt(wga) + note, fmt(acc), suppressed]
         lines.append(f"| {variant.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -187,7 +194,9 @@ def main() -> None:
             "",
             f"Mean ± std over {len(seeds)} seeds of the identification/tuning split (ERM: one model). "
             "Every method sees the held-out labels only, except `dfr`, which also reads its group labels "
-            "(upper reference). 'suppressed' = neurons NeuronTune zeroed. λ is in units of σ, the mean "
+            "(upper reference). 'suppressed' = neurons NeuronTune zeroed; for `auto`, the re-fit families it "
+            "chose over the seeds (`direction` = the delta directions projected out, see `ntonnx/selection.py`). "
+            "λ is in units of σ, the mean "
             "per-neuron standard deviation of the held-out embeddings. ¹ ntonnx refuses a selection "
             "that contains every active neuron (the head would have nothing left to use).",
             "",

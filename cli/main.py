@@ -268,7 +268,12 @@ def extract(ctx, model, data, out, batch_size, provider, output_name, head_node,
 @click.option("--tune-data", type=click.Path(), help="Separate tuning set (data or activations).")
 @click.option("--eval-data", type=click.Path(), help="Data for the before/after table (default: the held-out data).")
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
-@click.option("--method", default="neurontune", show_default=True, help="neurontune, llr, dfr, afr or erm.")
+@click.option(
+    "--method",
+    default="neurontune",
+    show_default=True,
+    help="neurontune, llr, dfr, afr, erm, or auto (label-free choice among re-fits; ignores --l2).",
+)
 @click.option(
     "--rule", default="all", show_default=True, help="Neuron is spurious if delta > threshold for all/any class."
 )
@@ -346,6 +351,7 @@ def tune(
             f"wrote {result.output} (method {method}; {len(result.suppressed)} of {result.head.dim} neurons "
             f"suppressed; provider {result.provider})",
             f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
+            *([f"auto chose: {result.selected}"] if result.selected else []),
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             f"evaluated on {result.evaluated_on}:",
             metrics_table({"before": result.before, "after": result.after}),

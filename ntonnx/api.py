@@ -35,6 +35,7 @@ from ntonnx.runtime import (
     is_activations,
     resolve_providers,
 )
+from ntonnx.selection import SelectedFit
 from ntonnx.sources import DataOptions, open_dataset, source_digest
 from ntonnx.splits import stratified_split
 
@@ -118,6 +119,8 @@ class TuneResult:
     verification: Verification
     timings: dict[str, float] = field(default_factory=dict)
     classes: dict[str, int] | None = None
+    #: the re-fit ``--method auto`` chose (see :mod:`ntonnx.selection`)
+    selected: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -138,6 +141,7 @@ class TuneResult:
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "converged": self.converged,
+            "selected": self.selected,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
         }
@@ -293,13 +297,23 @@ def tune(
         if options.needs_identification:
             scores, suppressed = identify_spurious(identification, session.head.n_classes, options)
     with _timed(timings, "solve"):
-        fit = refit_head(options, tuning, original, suppressed=suppressed, fit_intercept=session.head.has_bias)
+        fit = refit_head(
+            options,
+            tuning,
+            original,
+            suppressed=suppressed,
+            fit_intercept=session.head.has_bias,
+            identification=identification,
+            scores=scores,
+        )
+    selected = fit.candidate if isinstance(fit, SelectedFit) else None
     W, b = (fit.W, fit.b) if fit is not None else original
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
         "suppressed_neurons": [int(i) for i in suppressed],
+        **({"selected": selected} if selected else {}),
         "data_sha256": session.digests,
     }
     verify_sample = session.verification_sample(heldout_source if isinstance(heldout_source, Dataset) else None)
@@ -324,6 +338,7 @@ def tune(
         verification=verification,
         timings=timings,
         classes=session.class_mapping,
+        selected=selected,
     )
 
 

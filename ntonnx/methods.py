@@ -8,6 +8,8 @@ llr           class-balanced re-fit, no suppression (the ablation)        no
 neurontune    suppress neurons with delta > threshold, class-balanced      no
 dfr           group-balanced re-fit (upper reference)                     yes
 afr           weights exp(-gamma * p_true), pulled to the original head   no
+auto          the best of 31 re-fits by worst pseudo-group accuracy        no
+              (see :mod:`ntonnx.selection`; beyond the paper)
 ============  ==========================================================  =============
 """
 
@@ -22,11 +24,12 @@ from ntonnx.errors import DataError, UsageError
 from ntonnx.metrics import predict
 from ntonnx.neurons import RULES, NeuronScores, select_spurious, spuriousness_scores
 from ntonnx.runtime import Activations
+from ntonnx.selection import select_head
 from ntonnx.solve import HeadFit, afr_weights, class_balanced_weights, fit_head, group_balanced_weights
 
 logger = logging.getLogger("ntonnx")
 
-METHODS: tuple[str, ...] = ("neurontune", "llr", "dfr", "afr", "erm")
+METHODS: tuple[str, ...] = ("neurontune", "llr", "dfr", "afr", "erm", "auto")
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,9 @@ class TuneOptions:
     ----------
     method : one of :data:`METHODS`.
     rule : ``"all"`` (paper) or ``"any"``: a neuron is spurious if its score exceeds
-        ``threshold`` for all / for some classes.
+        ``threshold`` for all / for some classes (``auto`` selects no single neurons).
     threshold : the paper's lambda.
-    l2 : ridge strength on standardised embeddings.
+    l2 : ridge strength on standardised embeddings (``auto`` searches its own grid).
     afr_gamma : AFR's temperature on the original model's true-class probability.
     split : share of each class used for identification when one data set plays both roles.
     seed : seed of that split.
@@ -72,7 +75,7 @@ class TuneOptions:
 
     @property
     def needs_identification(self) -> bool:
-        return self.method == "neurontune"
+        return self.method in ("neurontune", "auto")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +86,8 @@ def identify_spurious(
 ) -> tuple[NeuronScores, np.ndarray]:
     """NeuronTune's step 2-3: scores from the original model's own mistakes, then the selection.
 
-    Returns the scores and the sorted indices of the neurons to suppress.
+    Returns the scores and the sorted indices of the neurons to suppress (none for ``auto``,
+    which uses the scores as directions, see :mod:`ntonnx.selection`).
     """
     n_classes = max(n_logits, 2)
     scores = spuriousness_scores(
@@ -96,6 +100,8 @@ def identify_spurious(
             scores.n_wrong[y],
             scores.n_right[y],
         )
+    if options.method == "auto":
+        return scores, np.array([], dtype=np.int64)
     suppressed = select_spurious(scores, options.rule, options.threshold)
     # Dead neurons (constant on the data) carry nothing; if every live one is selected, the re-fit
     # head could only output its bias.
@@ -115,8 +121,14 @@ def refit_head(
     *,
     suppressed: np.ndarray,
     fit_intercept: bool,
+    identification: Activations | None = None,
+    scores: NeuronScores | None = None,
 ) -> HeadFit | None:
-    """Re-fit the head on ``tuning`` with ``suppressed`` neurons dropped; None for ``erm``."""
+    """Re-fit the head on ``tuning`` with ``suppressed`` neurons dropped; None for ``erm``.
+
+    ``auto`` also needs the ``identification`` activations and their ``scores``, and returns a
+    :class:`ntonnx.selection.SelectedFit` naming the re-fit it chose.
+    """
     if options.method == "erm":
         return None
     n_classes = max(original[0].shape[0], 2)
@@ -125,6 +137,12 @@ def refit_head(
         raise DataError(
             f"the tuning data has no samples of class(es) {missing.tolist()}; re-fitting the head needs "
             "samples of every class the model predicts"
+        )
+    if options.method == "auto":
+        if identification is None or scores is None:
+            raise ValueError("method 'auto' needs the identification activations and their scores")
+        return select_head(
+            identification, tuning, original, scores.delta, fit_intercept=fit_intercept, max_iter=options.max_iter
         )
     anchor, l2 = 0.0, options.l2
     if options.method in ("neurontune", "llr"):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntonnx.metrics import predict
+
 #: Embedding matrices up to this many entries are solved in float64 (a copy of at most 64 MB).
 _SMALL = 1 << 23
 #: Gradient terms below this are dropped (they are far below any tolerance).
@@ -55,6 +57,16 @@ def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
 def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
     """Weights of shape (n_samples,) giving every group present the same total weight (mean 1)."""
     return _balanced(groups)
+
+
+def pseudo_group_weights(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Weights balancing the pseudo-groups (class, original model right or wrong), mean 1.
+
+    A label-free stand-in for DFR's group balancing: on biased data the original model's
+    mistakes are where the minority groups concentrate. ``logits`` has shape (n_samples, n_logits).
+    """
+    right = predict(logits) == labels
+    return _balanced(2 * np.asarray(labels, dtype=np.int64) + right)
 
 
 def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:

@@ -314,6 +314,7 @@ def main() -> None:
     from sample_models.cases import ensure
 
     start = time.perf_counter()
+    load_before = os.getloadavg()[0]
     sections = ["## Speed", ""]
     if not args.skip_pipeline:
         case = ensure("fashion_scenes", 0, log=log)
@@ -336,7 +337,8 @@ def main() -> None:
         ]
     sections.append(
         f"_Measured by `python benchmarks/speed.py` in {time.perf_counter() - start:.0f} s on {os.cpu_count()} "
-        "CPU cores (shared with other work)._"
+        f"CPU cores (shared with other work: 1-minute load average {load_before:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end)._"
     )
     report = "\n".join(sections)
     print(report)

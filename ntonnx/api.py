@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -270,6 +271,7 @@ def tune(
         raise UsageError("give exactly one of --data or --activations")
     timings: dict[str, float] = {}
     session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
+    session.record_digests = True
     output_path = check_output_path(output_path, model, force)
     heldout_source = session.source(data if data is not None else activations)
     tuning_source = session.source(tune_data) if tune_data is not None else None
@@ -282,15 +284,23 @@ def tune(
             tune_data if tune_data is not None else (data if data is not None else activations),
             max(session.head.n_classes, 2),
         )
+    split = None if tuning_source is not None else stratified_split(heldout_source.labels, options.split, options.seed)
+    # Extracted with the identification samples first, the two parts of a split are views, not copies.
+    order = np.concatenate(split) if split is not None and isinstance(heldout_source, Dataset) else None
+    verify_sample = session.verification_sample(heldout_source if isinstance(heldout_source, Dataset) else None)
     with _timed(timings, "extraction"):
-        heldout = session.activations(heldout_source, progress)
+        heldout = session.activations(heldout_source, progress, order)
         tuning = session.activations(tuning_source, progress) if tuning_source is not None else None
         evaluation = session.activations(evaluation_source, progress) if evaluation_source is not None else None
-    if tuning is None:
-        ide_index, tune_index = stratified_split(heldout.labels, options.split, options.seed)
-        identification, tuning = heldout.subset(ide_index), heldout.subset(tune_index)
-    else:
+    # Only activations are needed from here on: a data set read whole (an .npz) is freed before the solve.
+    del heldout_source, tuning_source, evaluation_source
+    if split is None:
         identification = heldout
+    elif order is not None:
+        cut = len(split[0])
+        identification, tuning = heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None))
+    else:
+        identification, tuning = heldout.subset(split[0]), heldout.subset(split[1])
     original = read_head(session.loaded.proto, session.head)
     scores, suppressed = None, np.array([], dtype=np.int64)
     with _timed(timings, "identification"):
@@ -316,7 +326,6 @@ def tune(
         **({"selected": selected} if selected else {}),
         "data_sha256": session.digests,
     }
-    verify_sample = session.verification_sample(heldout_source if isinstance(heldout_source, Dataset) else None)
     with _timed(timings, "rewrite"):
         files, verification = session.write(output_path, W, b, provenance, verify_sample)
     evaluated = evaluation or heldout
@@ -333,7 +342,7 @@ def tune(
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
         evaluated_on=_describe(eval_data if eval_data is not None else (data if data is not None else activations)),
         before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(predict(evaluated.embeddings @ W.T + b), evaluated.labels, evaluated.groups),
+        after=compute_metrics(_predictions(evaluated.embeddings, W, b), evaluated.labels, evaluated.groups),
         converged=None if fit is None else fit.converged,
         verification=verification,
         timings=timings,
@@ -361,7 +370,9 @@ class _Session:
         self._provider = provider
         self._runner: ModelRunner | None = None
         self.model_digest = file_digest(loaded.path)
-        self.digests: dict[str, str] = {}
+        #: Whether :meth:`source` hashes data files for :attr:`digests` (only ``tune`` records them).
+        self.record_digests = False
+        self._digests: dict[str, _Digest] = {}
         self.data_options = data_options or DataOptions()
         self.class_names: list[str] | None = None
 
@@ -380,6 +391,11 @@ class _Session:
                 self.loaded.proto, [self.head.embedding, self.head.logits], providers, str(self.loaded.path)
             )
         return self._runner
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """sha256 of every data file opened, waiting for any still being computed."""
+        return {path: digest.result() for path, digest in self._digests.items()}
 
     @property
     def input_specs(self) -> list[InputSpec]:
@@ -401,25 +417,41 @@ class _Session:
         if isinstance(source, Dataset):
             dataset = source
         elif _is_activations_file(source, self.data_options):
-            self.digests[str(source)] = source_digest(source)
+            self._record_digest(source)
             return self._checked(Activations.load(source), str(source))
         else:
             options = self.data_options
             if self.class_names is not None and options.classes is None:
                 options = options.with_classes(self.class_names)
+            self._record_digest(source)
             dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
-            self.digests[str(source)] = source_digest(source)
         if dataset.class_names is not None and self.class_names is None:
             self.class_names = list(dataset.class_names)
         return dataset
 
-    def activations(self, source: Dataset | Activations, progress: ProgressFactory | None) -> Activations:
-        """Activations of an opened ``source``: run the model over a data set, or pass them on."""
+    def _record_digest(self, path: PathLike) -> None:
+        """Start hashing a data file in the background, so that it overlaps reading and extraction."""
+        if self.record_digests and str(path) not in self._digests:
+            self._digests[str(path)] = _Digest(path)
+
+    def activations(
+        self, source: Dataset | Activations, progress: ProgressFactory | None, order: np.ndarray | None = None
+    ) -> Activations:
+        """Activations of an opened ``source``: run the model over a data set, or pass them on.
+
+        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``.
+        """
         if isinstance(source, Activations):
             return source
         update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
         return extract_activations(
-            self.runner, self.head, source, model_digest=self.model_digest, batch_size=self.batch_size, progress=update
+            self.runner,
+            self.head,
+            source,
+            model_digest=self.model_digest,
+            batch_size=self.batch_size,
+            progress=update,
+            order=order,
         )
 
     def _checked(self, acts: Activations, source: str) -> Activations:
@@ -457,6 +489,39 @@ class _Session:
             check=check,
         )
         return files, outcome[0]
+
+
+class _Digest:
+    """The sha256 of a data file, computed on a daemon thread (hashlib and file reads release the GIL).
+
+    Hashing a 2 GB file takes over a second; started when the file is opened, it runs while the
+    data are read and the model runs, and only ``tune``'s provenance waits for it.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = path
+        self._value: str | None = None
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="ntonnx-digest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = source_digest(self.path)
+        except OSError as exc:
+            self._error = exc
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise DataError(f"data '{self.path}' could not be read for its sha256 ({self._error})")
+        return self._value
+
+
+def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """What the head ``(W, b)`` predicts, in float64 a block of rows at a time (no float64 copy of all)."""
+    blocks = [predict(embeddings[i : i + rows] @ W.T + b) for i in range(0, len(embeddings), rows)]
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
 def synthetic_sample(specs: list[InputSpec], n: int) -> HeldOutData:

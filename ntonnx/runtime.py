@@ -60,8 +60,8 @@ class Activations:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> Activations:
-        """The samples at ``index`` (an integer array)."""
+    def subset(self, index: np.ndarray | slice) -> Activations:
+        """The samples at ``index``: an integer array (a copy) or a slice (views, no copy)."""
         return Activations(
             embeddings=self.embeddings[index],
             logits=self.logits[index],
@@ -183,10 +183,16 @@ class ModelRunner:
         data: Dataset,
         batch_size: int,
         progress: Callable[[int], None] | None = None,
+        order: np.ndarray | None = None,
     ) -> list[np.ndarray]:
-        """Outputs ``self.output_names`` for all samples, concatenated along the batch axis."""
+        """Outputs ``self.output_names`` for all samples, concatenated along the batch axis.
+
+        ``order`` (a permutation of the sample indices) puts sample ``order[j]`` in row ``j`` of
+        every per-sample output, as the rows arrive: no reordering copy afterwards.
+        """
         batch = self.fixed_batch or batch_size
-        stores = [_Rows(len(data)) for _ in self.output_names]
+        rows = None if order is None else np.argsort(order)
+        stores = [_Rows(len(data), rows) for _ in self.output_names]
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
@@ -210,13 +216,15 @@ class _Rows:
     """One output collected across batches: the first ``n`` rows of each batch's value.
 
     While every batch gives one row per fed sample (embeddings, logits), the rows go straight
-    into one array allocated at the first batch; keeping a list of chunks and concatenating at the
-    end would hold the embedding matrix twice at the peak. Any other output (not per sample, or
-    changing shape) is kept as chunks and concatenated, as before.
+    into one array allocated at the first batch (at row ``destination[i]`` for sample ``i`` when
+    a destination is given); keeping a list of chunks and concatenating at the end would hold the
+    embedding matrix twice at the peak. Any other output (not per sample, or changing shape) is
+    kept as chunks and concatenated, as before.
     """
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, destination: np.ndarray | None = None):
         self.total = total
+        self.destination = destination
         self.array: np.ndarray | None = None
         self.done = 0
         self.chunks: list[np.ndarray] | None = None
@@ -227,7 +235,10 @@ class _Rows:
             if self.array is None:
                 self.array = np.empty((self.total, *part.shape[1:]), dtype=part.dtype)
             if part.shape[1:] == self.array.shape[1:] and part.dtype == self.array.dtype:
-                self.array[self.done : self.done + n] = part
+                if self.destination is None:
+                    self.array[self.done : self.done + n] = part
+                else:
+                    self.array[self.destination[self.done : self.done + n]] = part
                 self.done += n
                 return
         if self.chunks is None:
@@ -237,7 +248,12 @@ class _Rows:
 
     def result(self) -> np.ndarray:
         if self.chunks is not None:
-            return np.concatenate(self.chunks)
+            rows = np.concatenate(self.chunks)
+            if self.destination is not None and len(rows) == self.total:
+                placed = np.empty_like(rows)
+                placed[self.destination] = rows
+                return placed
+            return rows
         return self.array[: self.done] if self.array is not None else np.empty((0,))
 
 
@@ -249,20 +265,44 @@ def extract_activations(
     model_digest: str,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    order: np.ndarray | None = None,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
-    ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs.
+    ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs. ``order`` (a
+    permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
+    of the samples can be taken as two contiguous views instead of two copies.
     """
-    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress))
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order))
+    for name, values in ((head.embedding, embeddings), (head.logits, logits)):
+        row = _first_non_finite(values)
+        if row is not None:
+            sample = row if order is None else int(order[row])
+            raise ModelError(
+                f"model '{runner.label}' computes NaN or Inf in '{name}' for sample {sample} of data '{data.source}'"
+            )
+    labels, groups = data.labels, data.groups
+    if order is not None:
+        labels, groups = labels[order], None if groups is None else groups[order]
     return Activations(
         embeddings=embeddings,
         logits=logits,
-        labels=data.labels,
-        groups=data.groups,
+        labels=labels,
+        groups=groups,
         model_digest=model_digest,
         provider=runner.provider,
     )
+
+
+def _first_non_finite(values: np.ndarray) -> int | None:
+    """The first row of ``values`` holding a NaN or Inf, or None; checked ~16 MB at a time."""
+    rows = values.reshape(len(values), -1)
+    step = max(1, (1 << 24) // max(rows.shape[1] * rows.itemsize, 1))
+    for start in range(0, len(rows), step):
+        chunk = rows[start : start + step]
+        if not np.isfinite(chunk).all():
+            return start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+    return None
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

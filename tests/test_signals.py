@@ -26,9 +26,9 @@ _RUNNER = textwrap.dedent(
     if point == "extraction":
         import ntonnx.runtime as runtime
         original_run = runtime.ModelRunner.run
-        def slow_run(self, data, batch_size, progress=None):
+        def slow_run(self, *args, **kwargs):
             pause()
-            return original_run(self, data, batch_size, progress)
+            return original_run(self, *args, **kwargs)
         runtime.ModelRunner.run = slow_run
     else:
         import ntonnx.api as api

@@ -188,24 +188,21 @@ def test_bad_data_through_the_cli(tmp_path, case):
     assert sha256(tmp_path / "bad.npz") == before
 
 
-def test_extra_arrays_are_ignored_with_a_warning(tmp_path):
+@pytest.mark.parametrize(
+    "mutate, notice",
+    [
+        (lambda a: a.update(notes=np.arange(200)), "ignoring arrays ['notes']"),
+        (lambda a: a.update(x=a["x"].astype(np.float64)), "converting"),
+    ],
+    ids=["extra arrays", "float64 for float32"],
+)
+def test_fixable_data_runs_with_a_notice(tmp_path, mutate, notice):
     model, params = tiny_classifier()
     path = _save(model, tmp_path / "m.onnx")
-    np.savez(tmp_path / "extra.npz", **tiny_data(params), notes=np.arange(200))
-    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(tmp_path / "extra.npz")])
+    np.savez(tmp_path / "d.npz", **_mutated(tiny_data(params), mutate))
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(tmp_path / "d.npz")])
     assert result.exit_code == 0
-    assert "ignoring arrays ['notes']" in result.stderr
-
-
-def test_float64_inputs_are_converted_with_a_notice_through_the_cli(tmp_path):
-    model, params = tiny_classifier()
-    path = _save(model, tmp_path / "m.onnx")
-    arrays = tiny_data(params)
-    arrays["x"] = arrays["x"].astype(np.float64)
-    np.savez(tmp_path / "f64.npz", **arrays)
-    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", str(tmp_path / "f64.npz")])
-    assert result.exit_code == 0
-    assert "converting" in result.stderr
+    assert notice in result.stderr
 
 
 def test_wrong_data_format(tmp_path):

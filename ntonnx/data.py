@@ -259,14 +259,6 @@ def load_npy_folder(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return arrays
 
 
-def read_heldout(path: str | os.PathLike, input_specs: list[InputSpec], n_classes: int) -> HeldOutData:
-    """Load an ``.npz`` file or a folder of ``.npy`` files and check it against the model."""
-    path = Path(path)
-    if path.is_dir():
-        return validate_heldout(load_npy_folder(path), input_specs, n_classes, source=str(path), lazy=True)
-    return validate_heldout(load_npz(path), input_specs, n_classes, source=str(path))
-
-
 def validate_heldout(
     arrays: dict[str, np.ndarray],
     input_specs: list[InputSpec],

@@ -18,8 +18,6 @@ import onnx
 
 from ntonnx.graph import GraphIndex, attribute
 
-POOL_OPS = frozenset({"Gather", "ReduceMean", "GlobalAveragePool"})
-
 
 @dataclass(frozen=True)
 class Pooling:

@@ -21,7 +21,7 @@ import onnx
 
 from ntonnx._version import __version__
 from ntonnx.activations import Activations, n_label_classes
-from ntonnx.data import ArrayDataset, DataOptions, Dataset
+from ntonnx.data import DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
 from ntonnx.files import BackgroundDigest, check_output_path
 from ntonnx.graph.heads import HeadSpec, locate_head, read_head
@@ -293,7 +293,9 @@ def tune(
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
-        written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
+        written = session.write(
+            out, refit.W, refit.b, provenance, data=sources.heldout if isinstance(sources.heldout, Dataset) else None
+        )
     evaluated = evaluation or heldout
     return TuneResult(
         model=str(model),
@@ -326,7 +328,6 @@ class _Sources:
     heldout: Dataset | Activations
     tuning: Dataset | Activations | None
     evaluation: Dataset | Activations | None
-    verification_sample: ArrayDataset
 
 
 def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
@@ -335,8 +336,7 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     classes = getattr(heldout, "class_names", None)
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
-    sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
-    return _Sources(heldout, tuning, evaluation, sample)
+    return _Sources(heldout, tuning, evaluation)
 
 
 def _extract_roles(

@@ -6,7 +6,7 @@ re-loading it, or to write a head you solved yourself::
 
     session = Session("model.onnx")
     acts = session.activations(session.open_data("heldout.npz"))
-    written = session.write("tuned.onnx", W, b, provenance={}, sample=session.verification_sample(None))
+    written = session.write("tuned.onnx", W, b, provenance={})
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ class Session:
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
         self._runner: ModelRunner | None = None
+        # The embedding tensor's values for the first samples of the first data set run (or loaded
+        # activations), as the graph computes them: what the head-scope verification feeds the head.
+        self._head_inputs: np.ndarray | None = None
 
     @property
     def runner(self) -> ModelRunner:
@@ -121,9 +124,12 @@ class Session:
         ``order`` (data sets only) puts sample ``order[j]`` in row ``j``.
         """
         if isinstance(source, Activations):
+            if self._head_inputs is None and self.head.pooling is None and self.head.pattern != "conv1x1":
+                self._head_inputs = np.array(source.embeddings[:VERIFY_SAMPLES])  # the tensor itself: (N, dim)
             return source
         update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
-        return extract_activations(
+        keep = VERIFY_SAMPLES if self._head_inputs is None else 0
+        acts = extract_activations(
             self.runner,
             self.head,
             source,
@@ -131,7 +137,11 @@ class Session:
             batch_size=self.run.batch_size,
             progress=update,
             order=order,
+            keep_first=keep,
         )
+        if keep:
+            self._head_inputs = self.runner.first_rows.get(self.head.embedding)
+        return acts
 
     def verification_sample(self, data: Dataset | None) -> ArrayDataset:
         """Real inputs when we have them (the first samples), else a synthetic batch like the model's inputs."""
@@ -139,14 +149,44 @@ class Session:
             return data.first(VERIFY_SAMPLES)
         return synthetic_sample(self.input_specs, n=8)
 
-    def write(self, out: PathLike, W: np.ndarray, b: np.ndarray, provenance: dict, sample: ArrayDataset) -> Written:
-        """Write the model with head ``(W, b)`` to ``out`` atomically, verified before it reaches ``out``."""
+    def write(
+        self,
+        out: PathLike,
+        W: np.ndarray,
+        b: np.ndarray,
+        provenance: dict,
+        sample: ArrayDataset | None = None,
+        *,
+        data: Dataset | None = None,
+    ) -> Written:
+        """Write the model with head ``(W, b)`` to ``out`` atomically, verified before it reaches ``out``.
+
+        Verified (see :class:`~ntonnx.graph.options.RunOptions` ``verify``) on ``sample`` when given;
+        else on the first samples of the first data set this session ran (the head scope reuses
+        their embeddings, kept from that run), else on those of ``data``, else on synthetic inputs.
+        """
         model = tuned_model(self.loaded.proto, self.head, W, b, provenance)
+        head_inputs = self._head_inputs if sample is None and self.run.verify == "head" else None
+        if head_inputs is None and sample is None:
+            sample = self.verification_sample(data)
+        if head_inputs is None and self.run.verify == "head":
+            self.runner.run(sample, self.run.batch_size, keep_first=len(sample))
+            head_inputs = self.runner.first_rows[self.head.embedding]
         with staged_model(
             model, out, external_data=bool(self.loaded.external_files), protected=self.loaded.protected_paths
         ) as staged:
             providers = resolve_providers(self.run.provider)
-            verification = verify_written(staged.path, self.head, W, b, sample, providers, original=self.loaded.proto)
+            verification = verify_written(
+                staged.path,
+                self.head,
+                W,
+                b,
+                sample if sample is not None else lambda: self.verification_sample(data),
+                providers,
+                original=self.loaded.proto,
+                scope=self.run.verify,
+                head_inputs=head_inputs,
+            )
         return Written(files=staged.files, verification=verification)
 
     def _checked(self, acts: Activations, source: str) -> Activations:

@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 
 from ntonnx.options import interval, option, validate
 
+#: What verification runs (see :mod:`ntonnx.graph.verify`): the head's nodes, or the whole model.
+VERIFY_SCOPES = ("head", "full")
+
 
 @dataclass(frozen=True)
 class HeadQuery:
@@ -35,6 +38,8 @@ class RunOptions:
     ----------
     provider : ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, or a full onnxruntime provider name.
     batch_size : samples per model call (a model exported with a fixed batch uses its own).
+    verify : ``head`` proves the rest of the written graph unchanged and runs only the head's nodes on
+        the sample's embeddings; ``full`` runs the whole written model (and the input model) on the sample.
     """
 
     provider: str = field(
@@ -45,6 +50,14 @@ class RunOptions:
         ),
     )
     batch_size: int = field(default=64, metadata=option("Samples per model call.", kind=int, constraint=interval(1)))
+    verify: str = field(
+        default="head",
+        metadata=option(
+            "Verification of the written model: head (prove the rest of the graph unchanged, run the head's "
+            "nodes on the sample's embeddings) or full (run the whole model end to end).",
+            choices=VERIFY_SCOPES,
+        ),
+    )
 
     def __post_init__(self):
         validate(self)

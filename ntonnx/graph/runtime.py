@@ -87,6 +87,7 @@ class ModelRunner:
         batch_dims = {spec.shape[0] for spec in self.inputs if spec.shape and isinstance(spec.shape[0], int)}
         self.fixed_batch = batch_dims.pop() if len(batch_dims) == 1 else None
         self.label = label
+        self.first_rows: dict[str, np.ndarray] = {}
 
     def run(
         self,
@@ -94,15 +95,22 @@ class ModelRunner:
         batch_size: int,
         progress: Callable[[int], None] | None = None,
         order: np.ndarray | None = None,
+        keep_first: int = 0,
     ) -> list[np.ndarray]:
         """Outputs ``self.output_names`` for all samples, concatenated along the batch axis.
 
         ``order`` (a permutation of the sample indices) puts sample ``order[j]`` in row ``j`` of
         every per-sample output, as the rows arrive: no reordering copy afterwards.
+        ``keep_first`` > 0 also keeps each output's values for the data set's first samples, as
+        the graph computes them, in :attr:`first_rows` (name -> array): verification feeds them to
+        the head without running the model again.
         """
         batch = self.fixed_batch or batch_size
         rows = None if order is None else np.argsort(order)
         stores = [_Rows(len(data), rows) for _ in self.output_names]
+        self.first_rows = {}
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names} if keep_first else {}
+        done = 0
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
@@ -114,11 +122,16 @@ class ModelRunner:
                 raise DataError(f"model '{self.label}' failed on data '{data.source}': {first_line(exc)}") from None
             for store, value in zip(stores, results, strict=True):
                 store.add(np.asarray(value), n, fed)
+            if done < keep_first:
+                for name, value in zip(self.output_names, results, strict=True):
+                    kept[name].append(np.array(value[: min(n, keep_first - done)]))
+            done += n
             if progress is not None:
                 progress(n)
             # Let go of the batch before the next is asked for: a streaming data set then never
             # holds two batches in the model's form at once.
             del feed
+        self.first_rows = {name: np.concatenate(parts) for name, parts in kept.items() if parts}
         return [store.result() for store in stores]
 
 
@@ -176,14 +189,16 @@ def extract_activations(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     order: np.ndarray | None = None,
+    keep_first: int = 0,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs. ``order`` (a
     permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
-    of the samples can be taken as two contiguous views instead of two copies.
+    of the samples can be taken as two contiguous views instead of two copies. ``keep_first``:
+    see :meth:`ModelRunner.run`.
     """
-    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order))
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order, keep_first))
     for name, values in ((head.embedding, embeddings), (head.logits, logits)):
         row = first_non_finite_row(values)
         if row is not None:

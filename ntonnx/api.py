@@ -9,7 +9,9 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -192,12 +194,16 @@ def extract(
 
     ``data`` is any source :func:`ntonnx.data.open_dataset` reads (``data_options`` says how),
     or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole. ``save_to``
-    also writes the activations (atomically) for ``tune --activations``; it may not name the
-    model or the data file.
+    also writes the activations for ``tune --activations``: an ``.npz`` (atomically), or any
+    other path a folder of ``.npy`` arrays read back memory-mapped; it may not name the model or
+    the data.
     """
     if save_to is not None:
-        check_output_path(save_to, option="-o", inputs=_paths(model, data), force=True)
+        _check_activations_path(save_to, _paths(model, data))
     session = Session(model, head=head, run=run, data_options=data_options)
+    to_folder = save_to is not None and Path(save_to).suffix.lower() != ".npz"
+    if to_folder and session.run.engine == "ray":  # the workers' rows go straight to the output folder
+        return session.activations(session.open_data(data), progress, folder=save_to)
     acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
@@ -276,6 +282,7 @@ def tune(
         method, tuning_source.labels, tuning_source.groups, session.head.n_classes, _describe(tuning_given)
     )
     timings: dict[str, float] = {}
+    _import_in_background(_SOLVER_MODULES)
     with _timed(timings, "extraction"):
         heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
     original = read_head(session.loaded.proto, session.head)
@@ -374,6 +381,14 @@ def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
+def _check_activations_path(save_to: PathLike, inputs: list[Path]) -> None:
+    """An ``.npz`` is a file ntonnx may replace; a folder is checked by :class:`ActivationsWriter` when made."""
+    if Path(save_to).suffix.lower() == ".npz":
+        check_output_path(save_to, option="-o", inputs=inputs, force=True)
+    elif any(Path(save_to).resolve() == p.resolve() for p in inputs):
+        raise UsageError(f"-o '{save_to}' is an input; choose another path")
+
+
 def _paths(*given) -> list[Path]:
     """The file paths among ``given`` (data may also be opened objects, or absent)."""
     return [Path(g) for g in given if isinstance(g, str | os.PathLike)]
@@ -383,6 +398,27 @@ def _names(source, attribute: str) -> dict[str, int] | None:
     """Name -> index of a data set's classes or groups, when they were given as names."""
     names = getattr(source, attribute, None)
     return None if names is None else {name: i for i, name in enumerate(names)}
+
+
+#: Imported on a thread while the model runs: SciPy's optimizer alone takes ~0.5 s to import.
+_SOLVER_MODULES = ("scipy.optimize", "threadpoolctl", "ntonnx.method.solve")
+
+
+def _import_in_background(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` on a daemon thread; onnxruntime releases the GIL while it runs the model.
+
+    A later ``import`` of one of them in the main thread waits for this one to finish (Python's
+    per-module import lock), so nothing is imported twice or seen half-initialised.
+    """
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the real import, where it is needed, reports it
+                return
+
+    threading.Thread(target=load, name="ntonnx-imports", daemon=True).start()
 
 
 @contextmanager

@@ -11,15 +11,19 @@ re-loading it, or to write a head you solved yourself::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ntonnx.activations import Activations, is_activations
+from ntonnx.activations import Activations, is_activations, is_activations_folder
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
 from ntonnx.errors import DataError
 from ntonnx.files import npz_members, sha256_file
@@ -81,6 +85,8 @@ class Session:
         # The embedding tensor's values for the first samples of the first data set run (or loaded
         # activations), as the graph computes them: what the head-scope verification feeds the head.
         self._head_inputs: np.ndarray | None = None
+        # How to open each data set again from its path (Ray workers open their own copy).
+        self._openers: dict[int, Callable[[], Dataset]] = {}
 
     @property
     def runner(self) -> ModelRunner:
@@ -111,23 +117,40 @@ class Session:
             return source
         if self.data_options.format in (None, "npz") and is_activations(npz_members(source) or ()):
             return self._checked(Activations.load(source), str(source))
+        if self.data_options.format in (None, "npy") and is_activations_folder(source):
+            return self._checked(Activations.load(source), str(source))
         options = self.data_options
         if classes is not None and options.classes is None:
             options = options.with_classes(classes)
-        return open_dataset(source, self.input_specs, self.head.n_classes, options)
+        dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+        if dataset.class_names is not None and options.classes is None:
+            options = options.with_classes(dataset.class_names)
+        self._openers[id(dataset)] = functools.partial(
+            open_dataset, source, self.input_specs, self.head.n_classes, options
+        )
+        return dataset
 
     def activations(
-        self, source: Dataset | Activations, progress: ProgressFactory | None = None, order: np.ndarray | None = None
+        self,
+        source: Dataset | Activations,
+        progress: ProgressFactory | None = None,
+        order: np.ndarray | None = None,
+        *,
+        folder: PathLike | None = None,
     ) -> Activations:
         """Activations of an opened ``source``: run the model over a data set, or pass them on.
 
-        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``.
+        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``. With the ``ray`` engine
+        the activations are written to ``folder`` (default: a temporary one that lives as long as
+        this session) and read back memory-mapped.
         """
         if isinstance(source, Activations):
             if self._head_inputs is None and self.head.pooling is None and self.head.pattern != "conv1x1":
                 self._head_inputs = np.array(source.embeddings[:VERIFY_SAMPLES])  # the tensor itself: (N, dim)
             return source
         update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
+        if self.run.engine == "ray":
+            return self._on_ray(source, update, order, folder)
         keep = VERIFY_SAMPLES if self._head_inputs is None else 0
         acts = extract_activations(
             self.runner,
@@ -141,6 +164,33 @@ class Session:
         )
         if keep:
             self._head_inputs = self.runner.first_rows.get(self.head.embedding)
+        return acts
+
+    def _on_ray(
+        self, source: Dataset, update: Callable[[int], None] | None, order: np.ndarray | None, folder: PathLike | None
+    ) -> Activations:
+        from ntonnx.graph.distributed import extract_on_ray
+
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="ntonnx-activations-")
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+        acts = extract_on_ray(
+            self.loaded.path,
+            self.head,
+            source,
+            self._openers.get(id(source)),
+            folder,
+            model_digest=self.model_digest,
+            provider=self.run.provider,
+            batch_size=self.run.batch_size,
+            address=self.run.ray_address,
+            workers=self.run.ray_workers,
+            order=order,
+            progress=update,
+        )
+        if self._head_inputs is None and self.head.pooling is None and self.head.pattern != "conv1x1":
+            first = np.arange(min(VERIFY_SAMPLES, len(acts)))
+            self._head_inputs = np.array(acts.embeddings[first if order is None else np.argsort(order)[first]])
         return acts
 
     def verification_sample(self, data: Dataset | None) -> ArrayDataset:

@@ -53,11 +53,20 @@ class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
     def __init__(
-        self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str, *, exact: bool = False
+        self,
+        model: onnx.ModelProto,
+        extra_outputs: list[str],
+        providers: list[str],
+        label: str,
+        *,
+        exact: bool = False,
+        threads: int | None = None,
     ):
         """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
         dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
-        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
+        which is faster but no longer the graph's ONNX semantics (verification needs those).
+        ``threads`` caps onnxruntime's intra-op threads (default: one per core), for several
+        sessions sharing a machine."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -68,6 +77,8 @@ class ModelRunner:
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:

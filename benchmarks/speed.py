@@ -51,7 +51,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 BATCH = 64
 SIZES = (1000, 20000)
 MANY_CLASSES_N = 2000  # two per class: one identifies, one tunes
-RAY_N = 2000
+RAY_N = 3000
 RAY_WORKERS = (1, 2, 4)
 
 
@@ -72,12 +72,15 @@ def run_measured(args: list[str], timeout: float | None = None) -> dict:
     return {"timeout": False, "seconds": seconds, "stdout": out.decode()}
 
 
-def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
+def peak_rss_of(args: list[str], timeout: float | None = None) -> tuple[float, float, float] | None:
     """Wall seconds, CPU seconds and peak RSS (MiB) of one fresh process running ``args``.
 
     The process is this script's ``_measure`` worker, which runs ``args`` and reports its own
     ``VmHWM`` at exit: the rusage of a forked child also counts the parent's pages at the fork.
+    None when it ran past ``timeout`` seconds (it is killed).
     """
+    import threading
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.NamedTemporaryFile(prefix="ntonnx-peak-", suffix=".txt") as report:
         start = time.perf_counter()
@@ -88,8 +91,16 @@ def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
             env=env,
             cwd=ROOT,
         )
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer is not None:
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        if timer is not None:
+            timer.cancel()
+            if timeout and seconds >= timeout:
+                proc.stderr.close()
+                return None
         err = proc.stderr.read().decode()
         proc.stderr.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -107,7 +118,9 @@ def measure_worker(report: str, args: list[str]) -> None:
         else:
             from ntonnx_cli.main import main as cli_main
 
-            cli_main(args[1:], standalone_mode=False)
+            code = cli_main(args[1:], standalone_mode=False)  # returns the exit code instead of exiting
+            if code:
+                sys.exit(code)
     finally:
         Path(report).write_text(str(int(_status_mib("VmHWM") * 1024)))
 
@@ -207,7 +220,15 @@ def image_set(cache: Path, n: int, size: int = 96, classes: int = 2) -> Path:
     return path
 
 
-def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log, extract: tuple[str, ...] = ()) -> str:
+def pipeline_table(
+    model: Path,
+    datasets: dict[str, Path],
+    repeats: int,
+    log,
+    extract: tuple[str, ...] = (),
+    timeout: float | None = None,
+) -> str:
+    """One row per process and data set; a process that runs past ``timeout`` once is not run again."""
     from ntonnx import inspect_model
 
     head = inspect_model(model).head
@@ -229,9 +250,17 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log, ex
             times: dict[str, list[float]] = {k: [] for k in commands}
             cpu: dict[str, list[float]] = {k: [] for k in commands}
             peaks: dict[str, list[float]] = {k: [] for k in commands}
+            timed_out: set[str] = set()
             for r in range(repeats):
                 for name, command in commands.items():
-                    seconds, cpu_seconds, peak = peak_rss_of(command)
+                    if name in timed_out:
+                        continue
+                    measured = peak_rss_of(command, None if name.startswith("bare") else timeout)
+                    if measured is None:
+                        timed_out.add(name)
+                        log(f"  {label} repeat {r + 1}: {name}: over {timeout:.0f} s, stopped")
+                        continue
+                    seconds, cpu_seconds, peak = measured
                     times[name].append(seconds)
                     cpu[name].append(cpu_seconds)
                     peaks[name].append(peak)
@@ -241,6 +270,11 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log, ex
             emb_mib = n * head.dim * 4 / 2**20
             budget = 1.5 * (emb_mib + model_mib)
             for name in commands:
+                if name in timed_out:
+                    rows.append(
+                        f"| {label} | {name} | did not finish within {timeout:.0f} s | – | – | – | – | – | – | – |"
+                    )
+                    continue
                 t, c, m = (statistics.median(v[name]) for v in (times, cpu, peaks))
                 ratio = "1 (floor)" if name.startswith("bare") else f"{t / floor_t:.3f}"
                 cpu_ratio = "1 (floor)" if name.startswith("bare") else f"{c / floor_c:.3f}"
@@ -344,12 +378,13 @@ def ray_table(model: Path, data: Path, repeats: int, log) -> str:
     info = json.loads(result["stdout"].strip().splitlines()[-1])
     times = info["times"]
     local = statistics.median(times["local"])
+    one = statistics.median(times[str(RAY_WORKERS[0])])
     rows = [f"| local engine (one session, default threads) | {local:.2f} ({min(times['local']):.2f}–"
-            f"{max(times['local']):.2f}) | 1 |"]  # fmt: skip
+            f"{max(times['local']):.2f}) | 1 | – |"]  # fmt: skip
     for k in RAY_WORKERS:
         t = times[str(k)]
         rows.append(f"| `--engine ray --ray-workers {k}` | {statistics.median(t):.2f} ({min(t):.2f}–{max(t):.2f}) "
-                    f"| {local / statistics.median(t):.2f} |")  # fmt: skip
+                    f"| {local / statistics.median(t):.2f} | {one / statistics.median(t):.2f} |")  # fmt: skip
         log(f"  ray {k} workers: {statistics.median(t):.2f} s (local {local:.2f} s)")
     return "\n".join([
         f"`ntonnx.extract` of {_count(data)} images, `{model.parent.name}/{model.name}`, in one process with a local "
@@ -357,8 +392,8 @@ def ray_table(model: Path, data: Path, repeats: int, log) -> str:
         f"pool (one onnxruntime session per actor, 1 intra-op thread each). Medians of {repeats}, interleaved. "
         f"Embeddings bit-identical to the local engine's in every run: **{'yes' if info['equal'] else 'NO'}**.",
         "",
-        "| engine | wall s (min–max) | speed-up over local |",
-        "|---|---|---|",
+        "| engine | wall s (min–max) | speed-up over local | speed-up over 1 Ray worker |",
+        "|---|---|---|---|",
         *rows,
     ])  # fmt: skip
 
@@ -377,6 +412,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
     parser.add_argument("--solve-timeout", type=float, default=120.0, help="per solve process, seconds")
+    parser.add_argument("--tune-timeout", type=float, default=300.0, help="per 1000-class tune process, seconds")
     parser.add_argument("--quick", action="store_true", help="1000 images, 1 repeat, N=10k solves; not written")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-solve", action="store_true")
@@ -407,7 +443,11 @@ def main() -> None:
             "### Many classes end to end (EfficientNet-Lite0 with its 1000-way ImageNet head, 96 px)",
             "",
             pipeline_table(
-                many, {f"{MANY_CLASSES_N} images": image_set(args.cache, MANY_CLASSES_N, classes=1000)}, repeats, log
+                many,
+                {f"{MANY_CLASSES_N} images": image_set(args.cache, MANY_CLASSES_N, classes=1000)},
+                repeats,
+                log,
+                timeout=args.tune_timeout,
             ),
             "",
         ]

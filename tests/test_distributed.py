@@ -113,7 +113,11 @@ def test_ray_rows_equal_one_process_bit_for_bit(ray_cluster, tmp_path, npy_heldo
     np.testing.assert_array_equal(on_ray.labels, local.labels)
     np.testing.assert_array_equal(on_ray.groups, local.groups)
     assert ntonnx.Activations.load(tmp_path / "acts").embeddings.tobytes() == local.embeddings.tobytes()
-    # tune on Ray (the split's order, an in-memory data set shipped to the actors) equals tune here
+    # a data set opened here (not a path) is shipped to the actors
+    opened = ntonnx.Session(SAMPLE / "model.onnx").open_data(SAMPLE / "heldout.npz")
+    shipped = ntonnx.extract(SAMPLE / "model.onnx", opened, run=run)
+    assert shipped.embeddings.tobytes() == local.embeddings.tobytes()
+    # tune on Ray (rows in the split's order) equals tune here
     here = ntonnx.tune(SAMPLE / "model.onnx", tmp_path / "a.onnx", data=SAMPLE / "heldout.npz")
     there = ntonnx.tune(SAMPLE / "model.onnx", tmp_path / "b.onnx", data=SAMPLE / "heldout.npz", run=run)
     assert here.after == there.after

@@ -79,12 +79,14 @@ def extract_on_ray(
     source = ray.put(data) if opener is None else None
     # Index blocks put in the object store by the driver: no read tasks, which would wait for CPUs
     # that the actor pool holds.
-    chunks = np.array_split(np.arange(n, dtype=np.int64), max(1, -(-n // ROWS_PER_TASK)))
+    # Tasks of ROWS_PER_TASK rows, smaller for small sets so that every actor gets several.
+    per_task = max(batch_size, min(ROWS_PER_TASK, -(-n // (4 * size))))
+    chunks = np.array_split(np.arange(n, dtype=np.int64), max(1, -(-n // per_task)))
     indices = ray.data.from_numpy(chunks)
     results = indices.map_batches(
         _Extractor,
         fn_constructor_args=(str(Path(model_path).resolve()), head, opener, source, provider, batch_size),
-        batch_size=ROWS_PER_TASK,
+        batch_size=per_task,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=size),
         num_cpus=1,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ntonnx.graph.index import GraphIndex, node_label
 
@@ -73,11 +74,28 @@ def changed_region(original: onnx.ModelProto, written: onnx.ModelProto) -> Chang
     old_init = {t.name: t for t in original.graph.initializer}
     for tensor in written.graph.initializer:
         old = old_init.pop(tensor.name, None)
-        if old is None or old != tensor:  # protobuf compares field by field (bytes by memcmp)
+        if old is None or not _same_tensor(old, tensor):
             seeds.add(tensor.name)
     seeds.update(old_init)  # initializers the rewrite removed
     reached = GraphIndex(written).downstream(sorted(seeds))
     return ChangedRegion(frozenset(seeds), frozenset(reached), tuple(changed))
+
+
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Same name, type, shape and value bytes.
+
+    Protobuf equality first (field by field, bytes by memcmp); when the messages differ only in how
+    the values are stored (``float_data`` in one, ``raw_data`` in the other, as saving with external
+    data rewrites them), the decoded arrays are compared byte for byte.
+    """
+    if a == b:
+        return True
+    if (a.name, a.data_type, list(a.dims)) != (b.name, b.data_type, list(b.dims)):
+        return False
+    try:
+        return numpy_helper.to_array(a).tobytes() == numpy_helper.to_array(b).tobytes()
+    except Exception:  # a tensor onnx cannot decode is not proven equal
+        return False
 
 
 def head_model(written: onnx.ModelProto, embedding: str, dtype: np.dtype, targets: list[str]) -> onnx.ModelProto:

@@ -38,12 +38,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ntonnx.activations import Activations  # noqa: E402
+from ntonnx.method.base import FitInputs  # noqa: E402
 from ntonnx.method.dfr import fit_dfr  # noqa: E402
+from ntonnx.method.metrics import predict  # noqa: E402
+from ntonnx.method.neurons import spuriousness_scores  # noqa: E402
+from ntonnx.method.options import TuneOptions  # noqa: E402
 from ntonnx.method.pgdfr import fit_pgdfr  # noqa: E402
-from ntonnx.methods import TuneOptions, identify_spurious, refit_head  # noqa: E402
-from ntonnx.metrics import predict  # noqa: E402
-from ntonnx.runtime import Activations  # noqa: E402
-from ntonnx.splits import stratified_split  # noqa: E402
+from ntonnx.method.registry import get_method  # noqa: E402
+from ntonnx.method.splits import stratified_split  # noqa: E402
 
 CACHE = Path("/work/cache/acts")
 RESULTS = ROOT / "benchmarks" / "results"
@@ -81,15 +84,27 @@ def score(W: np.ndarray, b: np.ndarray, test: Activations) -> tuple[float, float
     return float(wga), float(correct.mean())
 
 
-def paper_method(method: str, heldout: Activations, head: tuple[np.ndarray, np.ndarray], seed: int):
-    """llr / neurontune / afr as ``ntonnx tune`` runs them on one held-out file."""
-    options = TuneOptions(method=method, seed=seed)
+def paper_method(name: str, heldout: Activations, head: tuple[np.ndarray, np.ndarray], seed: int):
+    """llr / neurontune / afr as ``ntonnx tune`` runs them on one held-out file (split, scores, re-fit)."""
+    options = TuneOptions(method=name, seed=seed)
+    method = get_method(name)
     ide_idx, tune_idx = stratified_split(heldout.labels, options.split, seed)
     identification, tuning = heldout.subset(ide_idx), heldout.subset(tune_idx)
-    suppressed, scores = np.array([], dtype=np.int64), None
-    if options.needs_identification:
-        scores, suppressed = identify_spurious(identification, head[0].shape[0], options)
-    fit = refit_head(options, tuning, head, suppressed=suppressed, fit_intercept=True)
+    scores = None
+    if method.needs_identification:
+        n_classes = max(head[0].shape[0], 2)
+        scores = spuriousness_scores(
+            identification.embeddings, identification.labels, predict(identification.logits), n_classes
+        )
+    inputs = FitInputs(
+        tuning=tuning,
+        identification=identification if method.needs_identification else None,
+        scores=scores,
+        original=head,
+        fit_intercept=True,
+        options=options,
+    )
+    fit = method.fit(inputs)
     return fit.W, fit.b
 
 
@@ -168,8 +183,8 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
         "",
     ]
     summary = [
-        "| case | design? | biased: DFR | biased: pgdfr | goal ≥ DFR−3 | balanced: llr | balanced: pgdfr | goal ≥ llr−1 "
-        "| erm | never below erm |",
+        "| case | design? | biased: DFR | biased: pgdfr | goal ≥ DFR−3 | balanced: llr | balanced: pgdfr "
+        "| goal ≥ llr−1 | erm | never below erm |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in results.items():
@@ -198,9 +213,8 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
                 f"{res['kinds'][kind]['seconds']:.0f} s for all rows"
             )
         lines.append("")
-        wga = {
-            (kind, row): np.mean([v[0] for v in res["kinds"][kind]["scores"][row]]) * 100 for kind in KINDS for row in ROWS
-        }
+        scores = res["kinds"]
+        wga = {(k, row): np.mean([v[0] for v in scores[k]["scores"][row]]) * 100 for k in KINDS for row in ROWS}
         erm = wga[("heldout_biased", "erm")]
         pb, pbal = wga[("heldout_biased", "pgdfr (label-free)")], wga[("heldout_balanced", "pgdfr (label-free)")]
         dfr, llr = wga[("heldout_biased", "dfr (group labels)")], wga[("heldout_balanced", "llr")]

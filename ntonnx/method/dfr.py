@@ -20,6 +20,9 @@ recovers most of the discarded data's variance reduction. The L1 penalty keeps f
 The L1 problem ``C * sum_i loss_i + ||W||_1`` (scikit-learn's convention, intercept unpenalised)
 is solved exactly with L-BFGS-B on the split ``W = P - N`` with ``P, N >= 0``. Two classes use one
 weight vector (a sigmoid), as scikit-learn does; more classes use the multinomial (softmax) loss.
+
+As a ``--method`` (an upper reference: it reads group labels), ``dfr`` fits on every labelled
+sample the pipeline passes (identification and tuning parts together): its halves are its own.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntonnx.solve import ConvergenceWarning
+from ntonnx.method.base import FitInputs, Method, Refit, labelled_heldout
+from ntonnx.method.solve import ConvergenceWarning
 
 #: DFR's published grid of inverse L1 strengths.
 C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -214,7 +218,12 @@ def fit_dfr(
     for _ in range(n_draws):
         train = balanced_subsample(groups, rng)
         start = l1_logistic(
-            Z[train], labels[train], n_classes=n_classes, C=best, sample_weight=_class_weights(labels[train]), init=start
+            Z[train],
+            labels[train],
+            n_classes=n_classes,
+            C=best,
+            sample_weight=_class_weights(labels[train]),
+            init=start,
         )
         coefs.append(start[0])
         intercepts.append(start[1])
@@ -272,3 +281,28 @@ def _stratified_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np
         first.append(members[:cut])
         second.append(members[cut:])
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+class Dfr(Method):
+    name = "dfr"
+    summary = (
+        "DFR's recipe: L1 re-fit on group-balanced subsamples, C chosen by worst-group accuracy (needs group labels)"
+    )
+    needs_groups = True
+    needs_identification = True  # only to receive both parts of the held-out data (see labelled_heldout)
+
+    def fit(self, inputs: FitInputs) -> Refit:
+        data = labelled_heldout(inputs)
+        fit = fit_dfr(
+            data.embeddings, data.labels, data.groups, n_logits=inputs.original[0].shape[0], seed=inputs.options.seed
+        )
+        return Refit(
+            W=fit.W,
+            b=fit.b,
+            converged=None,
+            selected=f"C={fit.C:g}",
+            details={"C": fit.C, "validation": {f"{c:g}": v for c, v in fit.validation.items()}},
+        )
+
+
+METHOD = Dfr()

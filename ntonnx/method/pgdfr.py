@@ -24,6 +24,9 @@ guard
     re-fit's estimate is lower, the original head is kept (``kept_original``). On the gate's
     branch the estimate is the gate's own (cross-fitted balanced accuracy), which the re-fit wins
     by construction: on data without a shortcut the pseudo-minority is merely the hard samples.
+
+As a ``--method``, ``pgdfr`` fits on every labelled sample the pipeline passes (identification
+and tuning parts together): it cross-fits internally and needs no split.
 """
 
 from __future__ import annotations
@@ -33,10 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ntonnx.method.base import FitInputs, Method, Refit, labelled_heldout
 from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
+from ntonnx.method.metrics import predict
 from ntonnx.method.pseudo_groups import bias_model_groups, stratified_folds
-from ntonnx.metrics import predict
-from ntonnx.solve import class_balanced_weights, fit_head
+from ntonnx.method.solve import class_balanced_weights, fit_head
 
 logger = logging.getLogger("ntonnx")
 
@@ -201,3 +205,29 @@ def _balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
 def _worst_group(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
     correct = predictions == labels
     return float(min(correct[groups == g].mean() for g in np.unique(groups)))
+
+
+class Pgdfr(Method):
+    name = "pgdfr"
+    summary = "label-free DFR: L1 re-fit on bias-model pseudo-groups, with a gate and a no-harm guard"
+    needs_identification = True  # only to receive both parts of the held-out data (see labelled_heldout)
+
+    def fit(self, inputs: FitInputs) -> Refit:
+        data = labelled_heldout(inputs)
+        fit = fit_pgdfr(
+            data.embeddings, data.labels, inputs.original, fit_intercept=inputs.fit_intercept, seed=inputs.options.seed
+        )
+        details = {
+            "branch": fit.branch,
+            "kept_original": fit.kept_original,
+            "gate": {"original_balanced_accuracy": fit.gate_original, "refit_balanced_accuracy": fit.gate_refit},
+            "guard": {"refit": fit.guard_refit, "original": fit.guard_original},
+            "C": None if np.isnan(fit.C) else fit.C,
+            "pseudo_minority_per_class": fit.minority_counts.tolist(),
+            "summary": fit.summary(),
+        }
+        selected = "original head (guard)" if fit.kept_original else fit.branch
+        return Refit(W=fit.W, b=fit.b, converged=None, selected=selected, details=details)
+
+
+METHOD = Pgdfr()

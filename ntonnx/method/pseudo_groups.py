@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntonnx.solve import class_balanced_weights, fit_head
+from ntonnx.method.solve import class_balanced_weights, fit_head
 
 #: Inverse ridge strength of the bias model (scikit-learn's convention on standardised embeddings).
 BIAS_C = 1e-4
@@ -80,7 +80,7 @@ def out_of_fold_probabilities(
 ) -> np.ndarray:
     """Class probabilities of a class-balanced, strongly L2-penalised logistic regression, out of fold.
 
-    The ridge is ``1 / (C * n_fit)`` in :func:`ntonnx.solve.fit_head`'s mean-loss convention,
+    The ridge is ``1 / (C * n_fit)`` in :func:`ntonnx.method.solve.fit_head`'s mean-loss convention,
     i.e. scikit-learn's ``C`` on the fold's ``n_fit`` samples.
 
     Parameters
@@ -201,9 +201,7 @@ def refine_attributes(
             test = fold_of == f
             if not test.any():
                 continue
-            fit = fit_head(
-                embeddings[~test], attribute[~test], n_logits=n_logits, sample_weight=weight[~test], l2=l2
-            )
+            fit = fit_head(embeddings[~test], attribute[~test], n_logits=n_logits, sample_weight=weight[~test], l2=l2)
             probs[test] = _probabilities(embeddings[test] @ fit.W.T + fit.b)
         refined = labels.copy()
         for y in range(n_classes):

@@ -72,6 +72,7 @@ def l1_logistic(
     C: float,
     sample_weight: np.ndarray | None = None,
     init: tuple[np.ndarray, np.ndarray] | None = None,
+    fit_intercept: bool = True,
     max_iter: int = 5000,
     tol: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +86,7 @@ def l1_logistic(
     C : inverse penalty strength (scikit-learn's ``C``).
     sample_weight : ndarray of shape (n_samples,) or None (ones).
     init : ``(coef, intercept)`` to start from (warm start), shapes as returned.
+    fit_intercept : False keeps the intercept at zero.
     max_iter, tol : L-BFGS-B limits (``tol`` on the largest projected gradient entry).
 
     Returns
@@ -131,7 +133,9 @@ def l1_logistic(
     else:
         coef0, intercept0 = (np.asarray(a, dtype=np.float64) for a in init)
     theta0 = np.concatenate([np.maximum(coef0, 0).ravel(), np.maximum(-coef0, 0).ravel(), intercept0.ravel()])
-    bounds = [(0.0, None)] * (2 * size) + [(None, None)] * k
+    if not fit_intercept:
+        intercept0 = np.zeros(k)
+    bounds = [(0.0, None)] * (2 * size) + [(None, None) if fit_intercept else (0.0, 0.0)] * k
     # small dense products: a second BLAS thread only adds synchronisation
     with threadpool_limits(limits=1, user_api="blas"):
         result = minimize(
@@ -166,6 +170,7 @@ def fit_dfr(
     n_draws: int = N_DRAWS,
     seed: int = 0,
     criterion: str = "worst",
+    fit_intercept: bool = True,
 ) -> DFRFit:
     """DFR's re-fit on held-out data with one group per sample (see the module docstring).
 
@@ -184,6 +189,8 @@ def fit_dfr(
     criterion : ``"worst"`` scores ``C`` by the worst-group accuracy (DFR's); ``"mean"`` by the
         mean of the per-group accuracies, which is steadier when the smallest groups are tiny or
         hold mislabelled samples (as inferred pseudo-minorities do).
+    fit_intercept : False for a head without a bias: no intercept, and the embeddings are only
+        scaled (by their root mean square), not centred, so the folded bias stays zero.
     """
     if criterion not in ("worst", "mean"):
         raise ValueError(f"criterion must be 'worst' or 'mean', got {criterion!r}")
@@ -191,8 +198,8 @@ def fit_dfr(
     labels = np.asarray(labels, dtype=np.int64)
     groups = np.asarray(groups, dtype=np.int64)
     n_classes = max(n_logits, 2)
-    mu = X.mean(axis=0)
-    sd = X.std(axis=0)
+    mu = X.mean(axis=0) if fit_intercept else np.zeros(X.shape[1])
+    sd = X.std(axis=0) if fit_intercept else np.sqrt((X**2).mean(axis=0))
     sd[sd == 0] = 1.0
     Z = (X - mu) / sd
     rng = np.random.default_rng(seed)
@@ -206,7 +213,15 @@ def fit_dfr(
         weight = _class_weights(labels[train])
         start = None
         for c in grid:
-            start = l1_logistic(Z[train], labels[train], n_classes=n_classes, C=c, sample_weight=weight, init=start)
+            start = l1_logistic(
+                Z[train],
+                labels[train],
+                n_classes=n_classes,
+                C=c,
+                sample_weight=weight,
+                init=start,
+                fit_intercept=fit_intercept,
+            )
             predictions = _predict(Z[score_part], *start)
             holdout[c][score_part] = predictions
             scores[c].append(_group_score(predictions, labels[score_part], groups[score_part], criterion))
@@ -224,6 +239,7 @@ def fit_dfr(
             C=best,
             sample_weight=_class_weights(labels[train]),
             init=start,
+            fit_intercept=fit_intercept,
         )
         coefs.append(start[0])
         intercepts.append(start[1])
@@ -294,7 +310,12 @@ class Dfr(Method):
     def fit(self, inputs: FitInputs) -> Refit:
         data = labelled_heldout(inputs)
         fit = fit_dfr(
-            data.embeddings, data.labels, data.groups, n_logits=inputs.original[0].shape[0], seed=inputs.options.seed
+            data.embeddings,
+            data.labels,
+            data.groups,
+            n_logits=inputs.original[0].shape[0],
+            seed=inputs.options.seed,
+            fit_intercept=inputs.fit_intercept,
         )
         return Refit(
             W=fit.W,

@@ -112,7 +112,7 @@ def fit_pgdfr(
         method cross-fits internally, no identification/tuning split is needed).
     labels : ndarray of shape (n_samples,)
     original : the original head ``(W, b)``, W of shape (n_logits, dim).
-    fit_intercept : False keeps ``b`` at zero on the class-balanced branch (DFR always fits one).
+    fit_intercept : False keeps ``b`` at zero (heads without a bias input).
     seed : seed of the folds, halves and subsamples.
     gate_margin : balanced-accuracy gain that opens the gate; ``inf`` disables the gate.
     guard : False always returns the re-fit.
@@ -141,7 +141,16 @@ def fit_pgdfr(
         W, b, holdout = fit.W, fit.b, gate_refit_predictions
     else:
         branch = "pseudo-group dfr"
-        dfr = fit_dfr(embeddings, labels, pseudo.groups, n_logits=n_logits, C_grid=C_grid, n_draws=n_draws, seed=seed)
+        dfr = fit_dfr(
+            embeddings,
+            labels,
+            pseudo.groups,
+            n_logits=n_logits,
+            C_grid=C_grid,
+            n_draws=n_draws,
+            seed=seed,
+            fit_intercept=fit_intercept,
+        )
         W, b, holdout, C = dfr.W, dfr.b, dfr.holdout_predictions, dfr.C
     if branch == "class-balanced":
         # the gate's own comparison: pseudo-groups found on data without a shortcut are merely the

@@ -45,6 +45,7 @@ from ntonnx.method.metrics import predict  # noqa: E402
 from ntonnx.method.neurons import spuriousness_scores  # noqa: E402
 from ntonnx.method.options import TuneOptions  # noqa: E402
 from ntonnx.method.pgdfr import fit_pgdfr  # noqa: E402
+from ntonnx.method.pseudo_groups import bias_model_groups  # noqa: E402
 from ntonnx.method.registry import get_method  # noqa: E402
 from ntonnx.method.splits import stratified_split  # noqa: E402
 
@@ -63,6 +64,7 @@ ROWS = (
     "ablation: pgdfr, no gate",
     "ablation: pgdfr, no gate, no guard",
     "ablation: DFR on (class, original wrong)",
+    "variant: pgdfr, pseudo-groups weighted (no subsampling)",
 )
 
 
@@ -121,7 +123,8 @@ def run_kind(heldout: Activations, test: Activations, head, seeds: list[int]) ->
             out[method].append(score(*paper_method(method, heldout, head, seed), test))
         dfr = fit_dfr(heldout.embeddings, heldout.labels, heldout.groups, n_logits=n_logits, seed=seed)
         out["dfr (group labels)"].append(score(dfr.W, dfr.b, test))
-        pg = fit_pgdfr(heldout.embeddings, heldout.labels, head, seed=seed)
+        pseudo = bias_model_groups(heldout.embeddings, heldout.labels, max(n_logits, 2), seed=seed)
+        pg = fit_pgdfr(heldout.embeddings, heldout.labels, head, seed=seed, pseudo=pseudo)
         out["pgdfr (label-free)"].append(score(pg.W, pg.b, test))
         decisions.append(
             {
@@ -136,10 +139,15 @@ def run_kind(heldout: Activations, test: Activations, head, seeds: list[int]) ->
         # without the gate: the same pseudo-group re-fit (same seed) unless the gate opened
         raw = pg if pg.branch == "pseudo-group dfr" and not pg.kept_original else None
         if raw is None:
-            raw = fit_pgdfr(heldout.embeddings, heldout.labels, head, seed=seed, gate_margin=np.inf, guard=False)
+            raw = fit_pgdfr(
+                heldout.embeddings, heldout.labels, head, seed=seed, gate_margin=np.inf, guard=False, pseudo=pseudo
+            )
         guarded = head if raw.guard_refit < raw.guard_original else (raw.W, raw.b)
         out["ablation: pgdfr, no gate"].append(score(*guarded, test))
         out["ablation: pgdfr, no gate, no guard"].append(score(raw.W, raw.b, test))
+        weighted = fit_pgdfr(heldout.embeddings, heldout.labels, head, seed=seed, refit="weighted", pseudo=pseudo)
+        out["variant: pgdfr, pseudo-groups weighted (no subsampling)"].append(score(weighted.W, weighted.b, test))
+        decisions[-1]["weighted"] = "kept original" if weighted.kept_original else weighted.branch
         err = fit_dfr(heldout.embeddings, heldout.labels, 2 * heldout.labels + wrong, n_logits=n_logits, seed=seed)
         out["ablation: DFR on (class, original wrong)"].append(score(err.W, err.b, test))
     return {"scores": out, "decisions": decisions}
@@ -286,6 +294,10 @@ def main() -> None:
     parser.add_argument("--cases", nargs="*", help="case names (default: every READY case)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print the table, do not write results/")
+    parser.add_argument(
+        "--store", type=Path, default=Path("/work/cache/label_free"), help="per-case results, reused unless --rerun"
+    )
+    parser.add_argument("--rerun", action="store_true", help="recompute cases already in --store")
     args = parser.parse_args()
     names = args.cases or sorted(p.parent.name for p in args.cache.glob("*/READY"))
     order = {n: i for i, n in enumerate(DESIGN_CASES)}
@@ -294,9 +306,15 @@ def main() -> None:
     start = time.time()
     results = {}
     warnings.simplefilter("ignore")
+    args.store.mkdir(parents=True, exist_ok=True)
     for name in names:
+        stored = args.store / f"{name}-{len(seeds)}seeds.json"
+        if stored.exists() and not args.rerun:
+            results[name] = json.loads(stored.read_text())
+            continue
         print(f"{name} ...", file=sys.stderr, flush=True)
         results[name] = run_case(args.cache / name, seeds)
+        stored.write_text(json.dumps(results[name], default=float))
     text = report(results, seeds, time.time() - start)
     print(text)
     if not args.no_write:

@@ -39,8 +39,8 @@ import numpy as np
 from ntonnx.method.base import FitInputs, Method, Refit, labelled_heldout
 from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
 from ntonnx.method.metrics import predict
-from ntonnx.method.pseudo_groups import bias_model_groups, stratified_folds
-from ntonnx.method.solve import class_balanced_weights, fit_head
+from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups, stratified_folds
+from ntonnx.method.solve import class_balanced_weights, fit_head, group_balanced_weights
 
 logger = logging.getLogger("ntonnx")
 
@@ -60,7 +60,7 @@ class PGDFRFit:
     ----------
     W : ndarray of shape (n_logits, dim); the original head's when ``kept_original``.
     b : ndarray of shape (n_logits,)
-    branch : ``"pseudo-group dfr"`` or ``"class-balanced"`` (the gate opened).
+    branch : ``"pseudo-group dfr"`` (or ``"pseudo-group weighted"``), or ``"class-balanced"`` (the gate opened).
     kept_original : the guard kept the original head.
     gate_original : the original head's balanced accuracy on the held-out data.
     gate_refit : the cross-fitted class-balanced re-fit's balanced accuracy on the held-out data.
@@ -103,6 +103,8 @@ def fit_pgdfr(
     guard: bool = True,
     C_grid: tuple[float, ...] = C_GRID,
     n_draws: int = N_DRAWS,
+    refit: str = "subsample",
+    pseudo: PseudoGroups | None = None,
 ) -> PGDFRFit:
     """Re-fit the head label-free on held-out activations (see the module docstring).
 
@@ -116,13 +118,20 @@ def fit_pgdfr(
     seed : seed of the folds, halves and subsamples.
     gate_margin : balanced-accuracy gain that opens the gate; ``inf`` disables the gate.
     guard : False always returns the re-fit.
+    refit : ``"subsample"`` (DFR's recipe on the pseudo-groups) or ``"weighted"``: one L2 re-fit
+        (``llr``'s ridge, started from the original head) on every sample, the pseudo-groups
+        balanced by sample weights instead of subsampling (cross-fitted on two halves for the guard).
+    pseudo : the pseudo-groups of these samples if already inferred (the same ``seed``), else inferred here.
     """
+    if refit not in ("subsample", "weighted"):
+        raise ValueError(f"refit must be 'subsample' or 'weighted', got {refit!r}")
     W0, b0 = (np.asarray(a, dtype=np.float64) for a in original)
     n_logits = W0.shape[0]
     n_classes = max(n_logits, 2)
     labels = np.asarray(labels, dtype=np.int64)
     original_predictions = predict(embeddings @ W0.T + b0)
-    pseudo = bias_model_groups(embeddings, labels, n_classes, seed=seed)
+    if pseudo is None:
+        pseudo = bias_model_groups(embeddings, labels, n_classes, seed=seed)
 
     gate_refit_predictions = _cross_fitted_llr(embeddings, labels, original, fit_intercept, seed)
     gate_original = _balanced_accuracy(original_predictions, labels)
@@ -139,6 +148,10 @@ def fit_pgdfr(
             fit_intercept=fit_intercept,
         )
         W, b, holdout = fit.W, fit.b, gate_refit_predictions
+    elif refit == "weighted":
+        branch = "pseudo-group weighted"
+        W, b, holdout = _weighted_refit(embeddings, labels, pseudo.groups, original, fit_intercept, seed)
+        C = float("nan")
     else:
         branch = "pseudo-group dfr"
         dfr = fit_dfr(
@@ -204,6 +217,36 @@ def _cross_fitted_llr(
         )
         predictions[test] = predict(embeddings[test] @ fit.W.T + fit.b)
     return predictions
+
+
+def _weighted_refit(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    original: tuple[np.ndarray, np.ndarray],
+    fit_intercept: bool,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group-balanced L2 re-fit on everything, and each sample predicted by the fit on the other half."""
+
+    def fit(rows: np.ndarray):
+        return fit_head(
+            embeddings[rows],
+            labels[rows],
+            n_logits=original[0].shape[0],
+            sample_weight=group_balanced_weights(groups[rows]),
+            l2=LLR_L2,
+            init=original,
+            fit_intercept=fit_intercept,
+        )
+
+    fold_of = stratified_folds(groups, 2, np.random.default_rng(seed + 3))
+    holdout = np.empty(len(labels), dtype=np.int64)
+    for f in range(2):
+        half = fit(fold_of != f)
+        holdout[fold_of == f] = predict(embeddings[fold_of == f] @ half.W.T + half.b)
+    full = fit(np.ones(len(labels), dtype=bool))
+    return full.W, full.b, holdout
 
 
 def _balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:

@@ -154,6 +154,7 @@ class ModelRunner:
         existing = {o.name for o in probe.graph.output}
         for name in extra_outputs:
             if name not in existing:
+                existing.add(name)
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()

@@ -516,3 +516,86 @@ def test_cli_tunes_heads_behind_casts_and_reshapes(build, tmp_path):
     assert any(p.key == "ntonnx.method" and p.value == "llr" for p in written.metadata_props)
     result = CliRunner().invoke(main, ["evaluate", str(out), "--data", str(tmp_path / "d.npz")])
     assert result.exit_code == 0 and "worst-class" in result.output, result.output
+
+
+# --------------------------------------------------------------------- evaluate without a head
+
+
+def relu_after_logits(n_classes: int = 3, post_op: str = "Softmax") -> tuple[onnx.ModelProto, dict]:
+    """``Gemm -> Relu -> post_op``: the ReLU makes the head non-linear, so there is no head to re-solve."""
+    h = onnx.helper
+    model, params = head_model(n_classes=n_classes)
+    graph = model.graph
+    next(n for n in graph.node if n.name == "fc").output[0] = "raw"
+    graph.node.extend(
+        [
+            h.make_node("Relu", ["raw"], ["scores"], name="clip"),
+            h.make_node(post_op, ["scores"], ["probs"], name="post"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(h.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", n_classes]))
+    onnx.checker.check_model(model)
+    return model, params
+
+
+@pytest.mark.parametrize(("n_classes", "post_op"), [(3, "Softmax"), (1, "Sigmoid")])
+def test_evaluate_scores_the_output_when_there_is_no_head(n_classes, post_op, tmp_path):
+    """``evaluate`` never needs the head (exit 3 before): argmax of the scores, ``> 0`` for one logit."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from tests.builders import tiny_data
+
+    model, params = relu_after_logits(n_classes, post_op)
+    onnx.save(model, tmp_path / "model.onnx")
+    arrays = tiny_data(params, n=60)
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(model)
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["evaluate", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["head"]["pattern"] == "none" and report["head"]["logits"] == "scores"
+    assert report["head"]["post_ops"] == [post_op]
+    scores = np.maximum(np.maximum(arrays["x"] @ params["A"], 0) @ params["W"].T + params["b"], 0)
+    predicted = scores.argmax(axis=1) if n_classes > 1 else (scores[:, 0] > 0).astype(int)
+    assert report["metrics"]["accuracy"] == pytest.approx((predicted == arrays["labels"]).mean())
+    # tune still needs a head, and a named head that is not one is still an error
+    result = runner.invoke(
+        main, ["tune", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "o.onnx")]
+    )
+    assert result.exit_code == 3 and "no linear head" in result.stderr
+    args = ["evaluate", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "--head-node", "clip"]
+    assert runner.invoke(main, args).exit_code == 3
+
+
+def test_scores_of_a_zipmap_output_and_of_ambiguous_outputs():
+    from skl2onnx import to_onnx
+    from sklearn.tree import DecisionTreeClassifier
+
+    from ntonnx.heads.scores import output_scores
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    tree = DecisionTreeClassifier(max_depth=2).fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    spec = output_scores(to_onnx(tree, X[:1], target_opset=17))  # label (int64) + ZipMap of probabilities
+    assert (spec.output, spec.logits, spec.n_classes, spec.post_ops) == (
+        "output_probability",
+        "probabilities",
+        3,
+        ["ZipMap"],
+    )
+
+    model, _ = relu_after_logits()
+    model.graph.output.append(onnx.helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["N", 3]))
+    with pytest.raises(
+        ModelError, match=r"several graph outputs hold class scores \(\['probs', 'scores'\]\); pass --output"
+    ):
+        output_scores(model)
+    assert output_scores(model, "scores").post_ops == []
+    assert output_scores(model, "probs").logits == "scores"

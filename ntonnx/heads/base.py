@@ -36,7 +36,9 @@ class HeadSpec:
     logits : name of the tensor holding the head's scores, ``(batch, n_classes)`` once flattened.
     n_classes : number of logits (1 for a single-logit binary head).
     output : the graph output the head feeds.
-    weight, bias : where the parameters live; ``bias`` is None for a head without one.
+    weight, bias : where the parameters live; ``bias`` is None for a head without one, both are
+        None for the stand-in ``evaluate`` scores when the graph has no head
+        (pattern ``"none"``, :mod:`ntonnx.heads.scores`).
     dtype : numpy dtype name of the stored weight (``float16``, ``int8`` for a quantized one).
     post_ops : what lies between ``logits`` and ``output`` (e.g. ``["Softmax"]``).
     pooling : the per-position reduction between the linear node and ``logits`` (CLS-token
@@ -50,7 +52,7 @@ class HeadSpec:
     logits: str
     n_classes: int
     output: str
-    weight: WeightRef
+    weight: WeightRef | None
     bias: WeightRef | None
     dtype: str
     post_ops: list[str] = field(default_factory=list)

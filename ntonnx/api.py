@@ -24,6 +24,7 @@ from ntonnx import __version__
 from ntonnx.data import Dataset, HeldOutData, InputSpec
 from ntonnx.errors import DataError, ModelError, UsageError
 from ntonnx.heads import HeadSpec, locate_head, read_head
+from ntonnx.heads.scores import locate_head_or_scores
 from ntonnx.methods import TuneOptions, identify_spurious, refit_head
 from ntonnx.metrics import Metrics, compute_metrics, predict
 from ntonnx.model_io import LoadedModel, check_output_path, load_model, save_model_atomic
@@ -219,8 +220,13 @@ def evaluate(
     embedding: str | None = None,
     progress: ProgressFactory | None = None,
 ) -> EvaluationResult:
-    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
+    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``.
+
+    Needs no head: without one, the chosen output's scores are evaluated (:mod:`ntonnx.heads.scores`).
+    """
+    session = _Session.open(
+        model, provider, output, head_node, embedding, batch_size, data_options, locate_head_or_scores
+    )
     acts = session.activations(session.source(data), progress)
     return EvaluationResult(
         model=str(model),
@@ -377,9 +383,11 @@ class _Session:
         self.class_names: list[str] | None = None
 
     @classmethod
-    def open(cls, model, provider, output, head_node, embedding, batch_size, data_options=None) -> _Session:
+    def open(
+        cls, model, provider, output, head_node, embedding, batch_size, data_options=None, locate=locate_head
+    ) -> _Session:
         loaded = load_model(model)
-        head = locate_head(loaded.proto, output=output, head_node=head_node, embedding=embedding)
+        head = locate(loaded.proto, output=output, head_node=head_node, embedding=embedding)
         return cls(loaded, head, provider, batch_size, data_options)
 
     @property

@@ -27,16 +27,16 @@ from ntonnx.errors import ModelError, UsageError, VerificationError, first_line
 from ntonnx.graph import GraphIndex
 from ntonnx.heads import HeadSpec, apply_post_ops, head_activations, locate_head, read_head, write_head
 from ntonnx.model_io import load_model, serialize_for_runtime
+from ntonnx.rounding import logit_bounds, output_bounds, worst_excess
 from ntonnx.runtime import ModelRunner
 
 logger = logging.getLogger("ntonnx")
 
 METADATA_PREFIX = "ntonnx."
-#: Relative error allowed between onnxruntime and NumPy logits, by stored weight dtype.
-TOLERANCE = {"float16": 1e-2, "bfloat16": 2e-2}
-DEFAULT_TOLERANCE = 1e-5
-#: Relative error allowed between the stored head and the solution: half a quantization step.
-WEIGHT_TOLERANCE = {"int8": 4e-3, "uint8": 4e-3, "int16": 2e-5, "uint16": 2e-5}
+#: Relative error allowed between the stored head and the solution, by stored dtype: half a
+#: quantization step for integers, the type's rounding for floats.
+WEIGHT_TOLERANCE = {"int8": 4e-3, "uint8": 4e-3, "int16": 2e-5, "uint16": 2e-5, "float16": 1e-2, "bfloat16": 2e-2}
+DEFAULT_WEIGHT_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -46,8 +46,12 @@ class Verification:
     Attributes
     ----------
     n_samples : size of the verification sample.
-    max_error : largest relative error of the logits against ``pool(embedding) @ W.T + b``.
-    tolerance : the bound it had to meet.
+    max_error : largest relative error of the logits against ``pool(embedding) @ W.T + b``
+        (largest absolute error over ``max(1, largest |logit|)``).
+    tolerance : the largest per-logit bound, relative in the same way (each logit has its own
+        bound from the float rounding of the magnitudes it sums; :mod:`ntonnx.rounding`).
+    margin : largest error as a fraction of its own bound, over the logits and the head's output
+        (verification passes at <= 1).
     provider : execution provider that ran the check.
     output_error : largest relative error of the head's graph output against its post-ops
         applied in NumPy (None when a post-op such as ZipMap is not modelled).
@@ -58,6 +62,7 @@ class Verification:
     n_samples: int
     max_error: float
     tolerance: float
+    margin: float
     provider: str
     output_error: float | None = None
     identical_outputs: list[str] = field(default_factory=list)
@@ -104,26 +109,35 @@ def verify_written(
     _check_envelope(written, original)
     new_head = _relocate(written, head)
     stored_W, stored_b = read_head(written, new_head)
-    weight_tolerance = WEIGHT_TOLERANCE.get(head.dtype, TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE))
+    weight_tolerance = WEIGHT_TOLERANCE.get(head.dtype, DEFAULT_WEIGHT_TOLERANCE)
     weight_error = max(_relative_error(stored_W, W), _relative_error(stored_b, b))
     if weight_error > weight_tolerance:
         raise VerificationError(
             f"written head weights differ from the solution by {weight_error:.2e} (> {weight_tolerance})"
         )
-    tolerance = TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE)
     dependent, independent = _split_outputs(original, head)
     fetch = [new_head.embedding, new_head.logits, *[o for o in dependent if o == head.output], *independent]
     fetch = list(dict.fromkeys(fetch))
     runner = ModelRunner(written, fetch, providers, str(path), exact=True)
     results = dict(zip(fetch, runner.run(sample, batch_size=64), strict=True))
-    embeddings, logits = head_activations(new_head, results[new_head.embedding], results[new_head.logits])
+    raw = results[new_head.embedding]
+    embeddings, logits = head_activations(new_head, raw, results[new_head.logits])
     expected = embeddings.astype(np.float64) @ stored_W.T + stored_b
+    # Each logit's float rounding bound, from the magnitudes it sums (per position, before a mean pooling).
+    magnitude = head_activations(new_head, np.abs(raw), logits)[0].astype(np.float64) @ np.abs(stored_W).T
+    positions = raw.size // max(embeddings.size, 1) if new_head.pooling and new_head.pooling.kind != "take" else 1
+    bounds = logit_bounds(
+        expected, magnitude + np.abs(stored_b), stored_b, terms=new_head.dim + positions, dtype=logits.dtype
+    )
     error = _relative_error(logits, expected)
-    if not error <= tolerance:
+    margin, where = worst_excess(logits, expected, bounds)
+    if not margin <= 1:
         raise VerificationError(
-            f"written model's logits differ from embedding @ W.T + b by {error:.2e} (> {tolerance}); output not written"
+            f"written model's logits differ from embedding @ W.T + b by {_excess(logits, expected, where)} at "
+            f"sample {where[0]}, class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
+            f"({bounds[where]:.2e}); output not written"
         )
-    output_error = _check_head_output(results, head, expected, tolerance)
+    output_error, output_margin = _check_head_output(results, head, expected, bounds, logits.dtype)
     _check_identical(original, results, independent, fetch, providers, sample)
     changed = [o for o in dependent if o != head.output]
     if changed:
@@ -131,7 +145,8 @@ def verify_written(
     return Verification(
         n_samples=len(sample),
         max_error=float(error),
-        tolerance=tolerance,
+        tolerance=float(bounds.max(initial=0.0) / max(1.0, float(np.abs(expected).max(initial=0.0)))),
+        margin=max(margin, output_margin or 0.0),
         provider=runner.provider,
         output_error=output_error,
         identical_outputs=independent,
@@ -211,21 +226,32 @@ def _split_outputs(original: onnx.ModelProto, head: HeadSpec) -> tuple[list[str]
     return dependent, independent
 
 
-def _check_head_output(results: dict, head: HeadSpec, expected: np.ndarray, tolerance: float) -> float | None:
-    """The head's graph output against its post-ops applied to the NumPy logits."""
+def _check_head_output(
+    results: dict, head: HeadSpec, expected: np.ndarray, bounds: np.ndarray, logits_dtype: np.dtype
+) -> tuple[float | None, float | None]:
+    """The head's graph output against its post-ops applied to the NumPy logits: relative error, margin."""
     if head.output not in results or head.output == head.logits:
-        return None
+        return None, None
     want = apply_post_ops(expected, head.post_ops)
     got = results[head.output]
     if want is None or got.dtype.kind != "f":
-        return None
-    error = _relative_error(got.reshape(want.shape), want)
-    if not error <= tolerance:
+        return None, None
+    allowed = output_bounds(expected, bounds, head.post_ops, dtype=got.dtype, logits_dtype=logits_dtype)
+    if allowed is None:
+        return None, None
+    got = got.reshape(want.shape)
+    margin, where = worst_excess(got, want, allowed)
+    if not margin <= 1:
         raise VerificationError(
-            f"written model's output '{head.output}' differs from {' -> '.join(head.post_ops)} of the "
-            f"expected logits by {error:.2e} (> {tolerance}); output not written"
+            f"written model's output '{head.output}' differs from {' -> '.join(head.post_ops)} of the expected "
+            f"logits by {_excess(got, want, where)} at sample {where[0]}, class {where[1]}, more than "
+            f"{got.dtype} rounding of these magnitudes allows ({allowed[where]:.2e}); output not written"
         )
-    return float(error)
+    return _relative_error(got, want), margin
+
+
+def _excess(got: np.ndarray, expected: np.ndarray, where: tuple[int, ...]) -> str:
+    return f"{abs(float(got[where]) - float(expected[where])):.2e}"
 
 
 def _check_identical(

@@ -134,3 +134,74 @@ def test_shared_weight_gets_its_own_initializer():
     np.testing.assert_array_equal(index.constant("fc.weight"), params["W"])
     np.testing.assert_array_equal(index.constant(new_name), np.zeros((3, 8)))
     assert head_node.input[1] == new_name
+
+
+# ------------------------------------------------------------------ verification tolerances
+
+
+def confident_head(scale: float = 300.0, n: int = 64, d: int = 200):
+    """PaddleOCR's classifier tail (``Gemm -> Softmax -> Identity``, width 200) with large, nearly tied logits.
+
+    Two classes whose logits are ~10^2 apart from zero but within ~1 of each other: float32 knows
+    each logit to ~1e-5, so the probabilities (near 0.5) are only known to ~1e-5 too.
+    """
+    from ntonnx.data import HeldOutData
+
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=d) * scale / np.sqrt(d)
+    W = np.stack([w, w + rng.normal(size=d) * 1e-3]).astype(np.float32)
+    b = np.array([0.5, -0.5], np.float32)
+    nodes = [
+        h.make_node("Relu", ["x"], ["e"], name="relu"),
+        h.make_node("Gemm", ["e", "fc_0.w_0", "fc_0.b_0"], ["z"], name="fc", transB=1),
+        h.make_node("Softmax", ["z"], ["p"], name="softmax", axis=1),
+        h.make_node("Identity", ["p"], ["save_infer_model/scale_0.tmp_1"], name="scale"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "paddle",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", d])],
+        [h.make_tensor_value_info("save_infer_model/scale_0.tmp_1", onnx.TensorProto.FLOAT, ["N", 2])],
+        [onnx.numpy_helper.from_array(W, "fc_0.w_0"), onnx.numpy_helper.from_array(b, "fc_0.b_0")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 11)], producer_name="PaddlePaddle")
+    model.ir_version = 7
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    sample = HeldOutData(inputs={"x": x}, labels=np.zeros(n, np.int64), groups=None, source="t")
+    return model, W.astype(np.float64), b.astype(np.float64), sample
+
+
+def _verify(model, W, b, sample, tmp_path):
+    from ntonnx.rewrite import verify_written
+
+    spec = locate_head(model)
+    path = tmp_path / "written.onnx"
+    onnx.save(model, str(path))
+    return verify_written(path, spec, W, b, sample, ["CPUExecutionProvider"], original=model)
+
+
+def test_probabilities_of_large_logits_are_checked_at_their_float32_precision(tmp_path):
+    """Refused before: "output differs from Softmax -> Identity of the expected logits by 1.1e-05 (> 1e-05)"."""
+    model, W, b, sample = confident_head()
+    verification = _verify(model, W, b, sample, tmp_path)
+    assert verification.output_error > 1e-5  # what the fixed 1e-5 refused
+    assert verification.margin <= 1 and verification.max_error <= verification.tolerance
+
+
+@pytest.mark.parametrize("wrong", ["float16_weights", "bias_shift", "one_weight"])
+def test_a_wrong_head_is_still_refused(wrong, tmp_path, monkeypatch):
+    """The graph computes a head slightly different from the one claimed: each is refused at the logits."""
+    from ntonnx.errors import VerificationError
+
+    model, W, b, sample = confident_head(scale=10.0)
+    claimed_W, claimed_b = W.copy(), b.copy()
+    if wrong == "float16_weights":  # e.g. a write path that rounded the weights through float16
+        claimed_W = W.astype(np.float16).astype(np.float64)
+    elif wrong == "bias_shift":  # one class's bias off by 1e-4 (logits are ~10)
+        claimed_b[1] += 1e-4
+    else:  # one weight of 200 off by 0.1 %
+        claimed_W[0, np.argmax(np.abs(W[0]))] *= 1.001
+    monkeypatch.setattr("ntonnx.rewrite.read_head", lambda _model, _spec: (claimed_W, claimed_b))
+    with pytest.raises(VerificationError, match=r"logits differ from embedding @ W.T \+ b by .* at sample \d+, class"):
+        _verify(model, claimed_W, claimed_b, sample, tmp_path)

@@ -17,9 +17,8 @@ import pytest
 from builders import tiny_classifier, tiny_data
 from click.testing import CliRunner
 from conftest import sha256
+from ntonnx_cli.main import main
 from onnx import TensorProto, helper, numpy_helper
-
-from cli.main import main
 
 USAGE, MODEL, DATA = 2, 3, 4
 
@@ -244,15 +243,16 @@ def test_input_that_already_fails_the_checker_is_tuned(tmp_path):
 def test_checker_errors_the_rewrite_introduces_are_refused(tmp_path):
     from builders import head_model
 
-    from ntonnx.data import HeldOutData
+    from ntonnx.data.dataset import ArrayDataset
     from ntonnx.errors import VerificationError
-    from ntonnx.heads import locate_head
-    from ntonnx.rewrite import tuned_model, verify_written
+    from ntonnx.graph.heads import locate_head
+    from ntonnx.graph.rewrite import tuned_model
+    from ntonnx.graph.verify import verify_written
 
     model, params = head_model()
     spec = locate_head(model)
     written = _save(_untyped_output(tuned_model(model, spec, params["W"], params["b"], {})), tmp_path / "w.onnx")
-    sample = HeldOutData(
+    sample = ArrayDataset(
         inputs={"x": np.ones((2, 6), np.float32)}, labels=np.zeros(2, np.int64), groups=None, source="t"
     )
     with pytest.raises(VerificationError, match=r"written model fails onnx.checker: Field 'type'"):

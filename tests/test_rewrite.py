@@ -11,8 +11,8 @@ import pytest
 from conftest import sha256
 
 import ntonnx
-from ntonnx.heads import locate_head, read_head
-from ntonnx.model_io import load_model
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import load_model
 
 HEADS = ["gemm_transB1", "gemm_transB0", "matmul_add", "matmul"]
 
@@ -88,7 +88,7 @@ def test_metadata_records_what_was_done_and_keeps_the_original(tiny, tmp_path):
 def test_refuses_to_overwrite_the_input(tiny):
     model_path, data_path, _ = tiny()
     before = sha256(model_path)
-    with pytest.raises(ntonnx.UsageError, match="is the input model"):
+    with pytest.raises(ntonnx.UsageError, match="is an input file"):
         ntonnx.tune(model_path, model_path, data=data_path, force=True)
     assert sha256(model_path) == before
 
@@ -111,7 +111,7 @@ def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ntonnx.VerificationError("simulated mismatch")
 
-    monkeypatch.setattr("ntonnx.api.verify_written", broken)
+    monkeypatch.setattr("ntonnx.session.verify_written", broken)
     with pytest.raises(ntonnx.VerificationError, match="simulated mismatch"):
         ntonnx.tune(model_path, out, data=data_path)
     assert not out.exists()
@@ -121,7 +121,7 @@ def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch):
 def test_shared_weight_gets_its_own_initializer():
     from builders import tiny_classifier
 
-    from ntonnx.graph import GraphIndex, replace_constant
+    from ntonnx.graph.index import GraphIndex, replace_constant
 
     model, params = tiny_classifier(head="gemm_transB1")
     # a second node reads the head's weight: it must keep the old values
@@ -145,7 +145,7 @@ def confident_head(scale: float = 300.0, n: int = 64, d: int = 200):
     Two classes whose logits are ~10^2 apart from zero but within ~1 of each other: float32 knows
     each logit to ~1e-5, so the probabilities (near 0.5) are only known to ~1e-5 too.
     """
-    from ntonnx.data import HeldOutData
+    from ntonnx.data.dataset import ArrayDataset
 
     h = onnx.helper
     rng = np.random.default_rng(0)
@@ -168,12 +168,12 @@ def confident_head(scale: float = 300.0, n: int = 64, d: int = 200):
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 11)], producer_name="PaddlePaddle")
     model.ir_version = 7
     x = rng.normal(size=(n, d)).astype(np.float32)
-    sample = HeldOutData(inputs={"x": x}, labels=np.zeros(n, np.int64), groups=None, source="t")
+    sample = ArrayDataset(inputs={"x": x}, labels=np.zeros(n, np.int64), groups=None, source="t")
     return model, W.astype(np.float64), b.astype(np.float64), sample
 
 
 def _verify(model, W, b, sample, tmp_path):
-    from ntonnx.rewrite import verify_written
+    from ntonnx.graph.verify import verify_written
 
     spec = locate_head(model)
     path = tmp_path / "written.onnx"
@@ -202,6 +202,6 @@ def test_a_wrong_head_is_still_refused(wrong, tmp_path, monkeypatch):
         claimed_b[1] += 1e-4
     else:  # one weight of 200 off by 0.1 %
         claimed_W[0, np.argmax(np.abs(W[0]))] *= 1.001
-    monkeypatch.setattr("ntonnx.rewrite.read_head", lambda _model, _spec: (claimed_W, claimed_b))
+    monkeypatch.setattr("ntonnx.graph.verify.read_head", lambda _model, _spec: (claimed_W, claimed_b))
     with pytest.raises(VerificationError, match=r"logits differ from embedding @ W.T \+ b by .* at sample \d+, class"):
         _verify(model, claimed_W, claimed_b, sample, tmp_path)

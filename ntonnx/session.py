@@ -23,7 +23,7 @@ from ntonnx.activations import Activations, is_activations
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
 from ntonnx.errors import DataError
 from ntonnx.files import npz_members, sha256_file
-from ntonnx.graph.heads import HeadSpec, locate_head
+from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import LoadedModel, load_model, staged_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.rewrite import tuned_model
@@ -134,6 +134,7 @@ class Session:
             batch_size=self.run.batch_size,
             progress=update,
             order=order,
+            head_weights=read_head(self.loaded.proto, self.head) if self.head.logits_computed else None,
         )
 
     def verification_sample(self, data: Dataset | None) -> ArrayDataset:

@@ -47,6 +47,14 @@ def numpy_post_ops(logits: np.ndarray, post_ops) -> np.ndarray:
             out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         elif op == "Sigmoid":
             out = 1 / (1 + np.exp(-out))
+        elif op == "BinaryProba":  # skl2onnx's binary probabilities [1 - p, p]
+            out = np.hstack([1 - out, out])
+        elif op == "BinaryScores":  # a binary LinearClassifier's tied rows: [-z, z]
+            out = np.hstack([-out, out])
+        elif op == "PositiveColumn":
+            out = out[:, 1:2]
+        elif op == "NormalizeL1":
+            out = out / np.abs(out).sum(axis=1, keepdims=True)
     return out
 
 

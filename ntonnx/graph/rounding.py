@@ -96,6 +96,21 @@ def output_bounds(
         elif op == "BinaryProba":
             scores = np.hstack([1.0 - scores, scores])
             bound = np.hstack([bound, bound]) + u
+        elif op == "BinaryScores":
+            scores, bound = np.hstack([-scores, scores]), np.hstack([bound, bound])
+        elif op == "PositiveColumn":
+            scores, bound = scores[:, 1:2], bound[:, 1:2]
+        elif op in ("NormalizeL1", "NormalizeL2"):
+            # y = s / |s|: the norm moves by at most sum(t), each y_j by (t_j + |y_j| sum(t)) / (|s| - sum(t))
+            norm = np.abs(scores).sum(axis=1, keepdims=True) if op == "NormalizeL1" else None
+            if norm is None:
+                norm = np.sqrt((scores**2).sum(axis=1, keepdims=True))
+            moved = bound.sum(axis=1, keepdims=True)
+            scores = scores / norm
+            slack = np.where(norm > moved, norm - moved, 0.0)
+            with np.errstate(divide="ignore"):
+                bound = np.where(slack > 0, (bound + np.abs(scores) * moved) / slack, np.inf)
+            bound = bound + u * (scores.shape[1] + 2) * np.abs(scores)
         elif op == "Cast":
             bound = bound + u * np.abs(scores)  # a cast to a narrower type rounds
         elif op not in _PASS_THROUGH:

@@ -177,14 +177,19 @@ def extract_activations(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     order: np.ndarray | None = None,
+    head_weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs. ``order`` (a
     permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
-    of the samples can be taken as two contiguous views instead of two copies.
+    of the samples can be taken as two contiguous views instead of two copies. A head whose raw
+    logits are no graph tensor (``head.logits_computed``) needs ``head_weights``, its ``(W, b)``:
+    the logits are then ``embeddings @ W.T + b``.
     """
     embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order))
+    if head.logits_computed:
+        logits = computed_logits(embeddings, *head_weights)
     for name, values in ((head.embedding, embeddings), (head.logits, logits)):
         row = first_non_finite_row(values)
         if row is not None:
@@ -203,6 +208,25 @@ def extract_activations(
         model_digest=model_digest,
         provider=runner.provider,
     )
+
+
+def computed_logits(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """``embeddings @ W.T + b`` in float64, a block of rows at a time, stored float32 (as the graph's would be).
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim)
+    W : ndarray of shape (n_logits, dim)
+    b : ndarray of shape (n_logits,)
+
+    Returns
+    -------
+    logits : ndarray of shape (n_samples, n_logits), float32
+    """
+    logits = np.empty((len(embeddings), len(b)), dtype=np.float32)
+    for start in range(0, len(embeddings), rows):
+        logits[start : start + rows] = embeddings[start : start + rows].astype(np.float64) @ W.T + b
+    return logits
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

@@ -105,15 +105,23 @@ def verify_written(
     bounds = logit_bounds(
         expected, magnitude + np.abs(stored_b), stored_b, terms=new_head.dim + positions, dtype=logits.dtype
     )
-    error = _relative_error(logits, expected)
-    margin, where = worst_excess(logits, expected, bounds)
+    # A LinearClassifier's scores hold its post_transform applied: compared with that of the NumPy logits.
+    scores, allowed = expected, bounds
+    if new_head.logits_computed:
+        scores = apply_post_ops(expected, new_head.inner_post_ops)
+        allowed = output_bounds(
+            expected, bounds, new_head.inner_post_ops, dtype=logits.dtype, logits_dtype=logits.dtype
+        )
+    what = " -> ".join(["embedding @ W.T + b", *new_head.inner_post_ops])
+    error = _relative_error(logits, scores)
+    margin, where = worst_excess(logits, scores, allowed)
     if not margin <= 1:
         raise VerificationError(
-            f"written model's logits differ from embedding @ W.T + b by {_excess(logits, expected, where)} at "
-            f"sample {where[0]}, class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
-            f"({bounds[where]:.2e}); output not written"
+            f"written model's logits differ from {what} by {_excess(logits, scores, where)} at sample {where[0]}, "
+            f"class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
+            f"({allowed[where]:.2e}); output not written"
         )
-    output_error, output_margin = _check_head_output(results, head, expected, bounds, logits.dtype)
+    output_error, output_margin = _check_head_output(results, new_head, expected, bounds, logits.dtype)
     _check_identical(original, results, independent, fetch, providers, sample)
     changed = [o for o in dependent if o != head.output]
     if changed:
@@ -196,7 +204,8 @@ def _relocate(written: onnx.ModelProto, head: HeadSpec) -> HeadSpec:
 def _split_outputs(original: onnx.ModelProto, head: HeadSpec) -> tuple[list[str], list[str]]:
     """Graph outputs computed from the head, and the tensor outputs that are not."""
     index = GraphIndex(original)
-    reached = index.downstream([head.weight.consumer, head.logits])
+    # every output of the node reading the weight: a LinearClassifier's label as well as its scores
+    reached = index.downstream([*index.producer(head.weight.consumer).output, head.logits])
     dependent = [o.name for o in original.graph.output if o.name in reached]
     independent = [o.name for o in original.graph.output if o.name not in reached and o.type.HasField("tensor_type")]
     return dependent, independent
@@ -208,18 +217,19 @@ def _check_head_output(
     """The head's graph output against its post-ops applied to the NumPy logits: relative error, margin."""
     if head.output not in results or head.output == head.logits:
         return None, None
-    want = apply_post_ops(expected, head.post_ops)
+    post_ops = [*head.inner_post_ops, *head.post_ops]
+    want = apply_post_ops(expected, post_ops)
     got = results[head.output]
     if want is None or got.dtype.kind != "f":
         return None, None
-    allowed = output_bounds(expected, bounds, head.post_ops, dtype=got.dtype, logits_dtype=logits_dtype)
+    allowed = output_bounds(expected, bounds, post_ops, dtype=got.dtype, logits_dtype=logits_dtype)
     if allowed is None:
         return None, None
     got = got.reshape(want.shape)
     margin, where = worst_excess(got, want, allowed)
     if not margin <= 1:
         raise VerificationError(
-            f"written model's output '{head.output}' differs from {' -> '.join(head.post_ops)} of the expected "
+            f"written model's output '{head.output}' differs from {' -> '.join(post_ops)} of the expected "
             f"logits by {_excess(got, want, where)} at sample {where[0]}, class {where[1]}, more than "
             f"{got.dtype} rounding of these magnitudes allows ({allowed[where]:.2e}); output not written"
         )

@@ -22,7 +22,16 @@ BINARY_PROBA = "BinaryProba"
 QDQ = "QuantizeDequantize"
 #: skl2onnx's ``ZipMap`` (probabilities as a list of {class: p} maps).
 ZIPMAP = "ZipMap"
-POST_OPS = ELEMENTWISE_POST_OPS | RESHAPE_POST_OPS | {BINARY_PROBA, QDQ, ZIPMAP}
+#: ``ai.onnx.ml`` ``Normalizer`` rescaling each row by a positive number (its L1 or L2 norm).
+NORMALIZE_L1, NORMALIZE_L2 = "NormalizeL1", "NormalizeL2"
+#: A binary ``LinearClassifier``'s scores ``[-z, z]`` (its two coefficient rows tied, post_transform NONE).
+BINARY_SCORES = "BinaryScores"
+#: ``ArrayFeatureExtractor`` picking column 1 of a binary pair (``[-z, z]`` or ``[1 - p, p]``).
+POSITIVE_COLUMN = "PositiveColumn"
+POST_OPS = ELEMENTWISE_POST_OPS | RESHAPE_POST_OPS | {BINARY_PROBA, QDQ, ZIPMAP, NORMALIZE_L1, NORMALIZE_L2}
+POST_OPS |= {POSITIVE_COLUMN}
+#: Post-ops after which :data:`POSITIVE_COLUMN` keeps the winner (it needs the pair's symmetry).
+BINARY_PAIRS = frozenset({BINARY_PROBA, BINARY_SCORES})
 
 
 def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None:
@@ -38,6 +47,14 @@ def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None
             return QDQ, quantize.input[0]
     if op == "Concat" and len(node.input) == 2 and attribute(node, "axis", 0) in (1, -1):
         return _binary_proba(index, node)
+    if op == "Normalizer" and node.domain == "ai.onnx.ml":
+        norm = attribute(node, "norm", b"MAX")
+        norm = norm.decode() if isinstance(norm, bytes) else norm
+        return ({"L1": NORMALIZE_L1, "L2": NORMALIZE_L2}[norm], node.input[0]) if norm in ("L1", "L2") else None
+    if op == "ArrayFeatureExtractor" and node.domain == "ai.onnx.ml":
+        picked = index.constant(node.input[1])
+        if picked is not None and picked.size == 1 and int(picked.reshape(())) == 1:
+            return POSITIVE_COLUMN, node.input[0]
     return None
 
 
@@ -84,6 +101,14 @@ def apply_post_ops(logits: np.ndarray, post_ops: list[str]) -> np.ndarray | None
             scores = special.expit(scores)
         elif op == BINARY_PROBA:
             scores = np.hstack([1.0 - scores, scores])
+        elif op == BINARY_SCORES:
+            scores = np.hstack([-scores, scores])
+        elif op == POSITIVE_COLUMN:
+            scores = scores[:, 1:2]
+        elif op == NORMALIZE_L1:
+            scores = scores / np.abs(scores).sum(axis=1, keepdims=True)
+        elif op == NORMALIZE_L2:
+            scores = scores / np.sqrt((scores**2).sum(axis=1, keepdims=True))
         elif op in (QDQ, ZIPMAP):
             return None
     return scores

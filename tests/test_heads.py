@@ -602,3 +602,80 @@ def test_scores_of_a_zipmap_output_and_of_ambiguous_outputs():
         output_scores(model)
     assert output_scores(model, "scores").post_ops == []
     assert output_scores(model, "probs").logits == "scores"
+
+
+# ------------------------------------------------------------------------ ai.onnx.ml LinearClassifier
+
+
+def linear_classifier_model(
+    post_transform: str = "NONE", *, tied: bool = False, pick_column: bool = False
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """``X -> LinearClassifier`` (coefficients as attributes), optionally ``ArrayFeatureExtractor(scores, [1])``."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    if tied:
+        W[0], b[0] = -W[1], -b[1]
+    nodes = [
+        h.make_node(
+            "LinearClassifier",
+            ["X"],
+            ["label", "scores"],
+            name="linear",
+            domain="ai.onnx.ml",
+            coefficients=W.ravel().tolist(),
+            intercepts=b.tolist(),
+            classlabels_ints=[0, 1],
+            post_transform=post_transform,
+        )
+    ]
+    inits, scores = [], "scores"
+    if pick_column:
+        inits = [onnx.numpy_helper.from_array(np.array([1], np.int64), "column")]
+        nodes.append(h.make_node("ArrayFeatureExtractor", ["scores", "column"], ["picked"], domain="ai.onnx.ml"))
+        scores = "picked"
+    graph = h.make_graph(
+        nodes,
+        "linear",
+        [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["N", 4])],
+        [
+            h.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N"]),
+            h.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, ["N", 1 if pick_column else 2]),
+        ],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 8
+    return model, W.astype(np.float64), b.astype(np.float64)
+
+
+def test_linear_classifier_head_and_its_limits():
+    model, W, _ = linear_classifier_model("SOFTMAX")
+    spec = locate_head(model)
+    assert (spec.pattern, spec.embedding, spec.logits, spec.n_classes, spec.inner_post_ops, spec.post_ops) == (
+        "linear_classifier",
+        "X",
+        "scores",
+        2,
+        ["Softmax"],
+        [],
+    )
+    np.testing.assert_array_equal(read_head(model, spec)[0], W)
+    assert locate_head(model, embedding="X") == spec
+    tied, W, b = linear_classifier_model("NONE", tied=True, pick_column=True)
+    spec = locate_head(tied)
+    assert (spec.n_classes, spec.inner_post_ops, spec.post_ops) == (1, ["BinaryScores"], ["PositiveColumn"])
+    np.testing.assert_array_equal(read_head(tied, spec)[0], W[1:])
+    np.testing.assert_array_equal(read_head(tied, spec)[1], b[1:])
+    rewritten = tuned_model(tied, spec, np.ones((1, 4)), np.array([0.5]), {})
+    node = rewritten.graph.node[0]
+    stored = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert stored["coefficients"] == [-1.0] * 4 + [1.0] * 4 and stored["intercepts"] == [-0.5, 0.5]  # kept tied
+    # column 1 of two independent scores does not say which class wins; a transform onnx has but ntonnx
+    # does not model is not taken either
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(linear_classifier_model("NONE", pick_column=True)[0])
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(linear_classifier_model("PROBIT")[0])
+    with pytest.raises(ModelError, match=r"'label' <- LinearClassifier node 'linear'"):
+        locate_head(model, output="label")  # the label is an output of the head node, not its scores

@@ -205,3 +205,33 @@ def test_a_wrong_head_is_still_refused(wrong, tmp_path, monkeypatch):
     monkeypatch.setattr("ntonnx.graph.verify.read_head", lambda _model, _spec: (claimed_W, claimed_b))
     with pytest.raises(VerificationError, match=r"logits differ from embedding @ W.T \+ b by .* at sample \d+, class"):
         _verify(model, claimed_W, claimed_b, sample, tmp_path)
+
+
+@pytest.mark.parametrize("post_ops", [["Softmax"], ["LogSoftmax"], ["Sigmoid"], ["Softmax", "NormalizeL1"]])
+def test_output_bounds_hold_float32_and_refuse_float16(post_ops):
+    """onnxruntime's float32 post-ops of float32 logits stay within the bounds; float16 results do not."""
+    from ntonnx.graph.heads import apply_post_ops
+    from ntonnx.graph.rounding import logit_bounds, output_bounds, worst_excess
+
+    rng = np.random.default_rng(0)
+    e, W, b = np.abs(rng.normal(size=(200, 64))), rng.normal(size=(5, 64)), rng.normal(size=5)
+    exact = e @ W.T + b
+    bounds = logit_bounds(exact, e @ np.abs(W).T + np.abs(b), b, terms=65, dtype=np.float32)
+    allowed = output_bounds(exact, bounds, post_ops, dtype=np.float32, logits_dtype=np.float32)
+    ops = [op if op != "NormalizeL1" else "Identity" for op in post_ops]  # softmax rows already sum to 1
+    node = [onnx.helper.make_node(op, ["z"], [f"y{i}"]) for i, op in enumerate(ops)]
+    for i in range(1, len(node)):
+        node[i].input[0] = f"y{i - 1}"
+    graph = onnx.helper.make_graph(
+        node,
+        "post",
+        [onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, ["N", 5])],
+        [onnx.helper.make_tensor_value_info(node[-1].output[0], onnx.TensorProto.FLOAT, ["N", 5])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = apply_post_ops(exact, post_ops)
+    (got,) = session.run(None, {"z": exact.astype(np.float32)})
+    assert worst_excess(got, want, allowed)[0] <= 1
+    (coarse,) = session.run(None, {"z": exact.astype(np.float16).astype(np.float32)})
+    assert worst_excess(coarse, want, allowed)[0] > 1

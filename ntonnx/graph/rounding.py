@@ -84,7 +84,9 @@ def output_bounds(
             own = u * (4 + 2 * np.abs(shifted) + 2 * scores.shape[1])
             if op == "Softmax":
                 scores = np.exp(shifted - log_sum)
-                bound = scores * (np.expm1(worst) + own) + 2 * u  # exp approximations are accurate to ~u absolute
+                with np.errstate(over="ignore", invalid="ignore"):  # a bound past exp's range allows anything
+                    bound = scores * (np.expm1(worst) + own) + 2 * u  # exp approximations: ~u absolute
+                bound = np.where(np.isnan(bound), np.inf, bound)
             else:
                 scores = shifted - log_sum
                 bound = worst + u * (4 * np.abs(scores) + 2 * np.abs(top) + 2 * log_sum) + own

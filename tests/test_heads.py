@@ -679,3 +679,15 @@ def test_linear_classifier_head_and_its_limits():
         locate_head(linear_classifier_model("PROBIT")[0])
     with pytest.raises(ModelError, match=r"'label' <- LinearClassifier node 'linear'"):
         locate_head(model, output="label")  # the label is an output of the head node, not its scores
+
+
+def test_a_cast_to_integers_is_not_a_post_op():
+    """Truncating scores to int64 can change the winner: the walk back stops there."""
+    model, _ = head_model(post_ops=("Softmax",))
+    model.graph.node.append(
+        onnx.helper.make_node("Cast", ["logits"], ["rounded"], name="trunc", to=onnx.TensorProto.INT64)
+    )
+    model.graph.output.append(onnx.helper.make_tensor_value_info("rounded", onnx.TensorProto.INT64, ["N", 3]))
+    with pytest.raises(ModelError, match=r"'rounded' <- Cast node 'trunc'"):
+        locate_head(model, output="rounded")
+    assert locate_head(model).output == "logits"

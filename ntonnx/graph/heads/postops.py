@@ -39,6 +39,8 @@ def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None
     op = node.op_type
     if op in ("Softmax", "LogSoftmax") and attribute(node, "axis", -1) not in (1, -1):
         return None
+    if op == "Cast" and not _to_float(node):
+        return None  # truncating scores to integers (or booleans) can change the winner
     if op in ELEMENTWISE_POST_OPS or op in RESHAPE_POST_OPS or op == ZIPMAP:
         return op, node.input[0]
     if op == "DequantizeLinear":
@@ -71,6 +73,13 @@ def steps_forward(index: GraphIndex, tensor: str) -> list[tuple[str, str]]:
         if found is not None and found[1] == tensor:
             steps.append((found[0], node.output[0]))
     return steps
+
+
+def _to_float(cast: onnx.NodeProto) -> bool:
+    """Whether a Cast converts to a floating-point type (same-type Casts are no-ops; others only round)."""
+    to = attribute(cast, "to", 0)
+    name = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() else ""
+    return name.startswith(("FLOAT", "BFLOAT")) or name == "DOUBLE"
 
 
 def _binary_proba(index: GraphIndex, concat: onnx.NodeProto) -> tuple[str, str] | None:

@@ -96,32 +96,10 @@ def verify_written(
     fetch = list(dict.fromkeys(fetch))
     runner = ModelRunner(written, fetch, providers, str(path), exact=True)
     results = dict(zip(fetch, runner.run(sample, batch_size=64), strict=True))
-    raw = results[new_head.embedding]
-    embeddings, logits = head_activations(new_head, raw, results[new_head.logits])
-    expected = embeddings.astype(np.float64) @ stored_W.T + stored_b
-    # Each logit's float rounding bound, from the magnitudes it sums (per position, before a mean pooling).
-    magnitude = head_activations(new_head, np.abs(raw), logits)[0].astype(np.float64) @ np.abs(stored_W).T
-    positions = raw.size // max(embeddings.size, 1) if new_head.pooling and new_head.pooling.kind != "take" else 1
-    bounds = logit_bounds(
-        expected, magnitude + np.abs(stored_b), stored_b, terms=new_head.dim + positions, dtype=logits.dtype
+    expected, bounds, logits_dtype, error, margin = _check_logits(
+        new_head, results[new_head.embedding], results[new_head.logits], stored_W, stored_b
     )
-    # A LinearClassifier's scores hold its post_transform applied: compared with that of the NumPy logits.
-    scores, allowed = expected, bounds
-    if new_head.logits_computed:
-        scores = apply_post_ops(expected, new_head.inner_post_ops)
-        allowed = output_bounds(
-            expected, bounds, new_head.inner_post_ops, dtype=logits.dtype, logits_dtype=logits.dtype
-        )
-    what = " -> ".join(["embedding @ W.T + b", *new_head.inner_post_ops])
-    error = _relative_error(logits, scores)
-    margin, where = worst_excess(logits, scores, allowed)
-    if not margin <= 1:
-        raise VerificationError(
-            f"written model's logits differ from {what} by {_excess(logits, scores, where)} at sample {where[0]}, "
-            f"class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
-            f"({allowed[where]:.2e}); output not written"
-        )
-    output_error, output_margin = _check_head_output(results, new_head, expected, bounds, logits.dtype)
+    output_error, output_margin = _check_head_output(results, new_head, expected, bounds, logits_dtype)
     _check_identical(original, results, independent, fetch, providers, sample)
     changed = [o for o in dependent if o != head.output]
     if changed:
@@ -136,6 +114,36 @@ def verify_written(
         identical_outputs=independent,
         changed_outputs=changed,
     )
+
+
+def _check_logits(
+    head: HeadSpec, raw: np.ndarray, fetched: np.ndarray, W: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.dtype, float, float]:
+    """onnxruntime's logits against ``pool(raw) @ W.T + b``, each within its own float rounding bound.
+
+    Returns the NumPy logits (n_samples, n_classes), their bounds, the graph's logits dtype, the
+    largest relative error and the largest error as a fraction of its bound.
+    """
+    embeddings, logits = head_activations(head, raw, fetched)
+    expected = embeddings.astype(np.float64) @ W.T + b
+    # The magnitudes each logit sums, per position before a mean pooling (the graph sums them so).
+    magnitude = head_activations(head, np.abs(raw), logits)[0].astype(np.float64) @ np.abs(W).T + np.abs(b)
+    positions = raw.size // max(embeddings.size, 1) if head.pooling and head.pooling.kind != "take" else 1
+    bounds = logit_bounds(expected, magnitude, b, terms=head.dim + positions, dtype=logits.dtype)
+    # A LinearClassifier's scores hold its post_transform applied: compared with that of the NumPy logits.
+    scores, allowed = expected, bounds
+    if head.logits_computed:
+        scores = apply_post_ops(expected, head.inner_post_ops)
+        allowed = output_bounds(expected, bounds, head.inner_post_ops, dtype=logits.dtype, logits_dtype=logits.dtype)
+    margin, where = worst_excess(logits, scores, allowed)
+    if not margin <= 1:
+        what = " -> ".join(["embedding @ W.T + b", *head.inner_post_ops])
+        raise VerificationError(
+            f"written model's logits differ from {what} by {_excess(logits, scores, where)} at sample {where[0]}, "
+            f"class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
+            f"({allowed[where]:.2e}); output not written"
+        )
+    return expected, bounds, logits.dtype, _relative_error(logits, scores), margin
 
 
 def _check_checker(path: Path, original: onnx.ModelProto) -> None:

@@ -235,3 +235,34 @@ def test_output_bounds_hold_float32_and_refuse_float16(post_ops):
     assert worst_excess(got, want, allowed)[0] <= 1
     (coarse,) = session.run(None, {"z": exact.astype(np.float16).astype(np.float32)})
     assert worst_excess(coarse, want, allowed)[0] > 1
+
+
+def test_verification_asks_cuda_for_full_float32_products(monkeypatch):
+    """TF32 (CUDA's default on Ampere and later) rounds float32 products to 10 bits: off for verification.
+
+    An onnxruntime that does not know the option still loads the model, as requested.
+    """
+    from builders import head_model
+
+    from ntonnx.graph.runtime import ModelRunner
+
+    model, _ = head_model()
+    real, asked = ort.InferenceSession, []
+
+    def spy(source, sess_options=None, providers=None):
+        asked.append(providers)
+        if isinstance(providers[0], tuple) and len(asked) == 3:
+            raise RuntimeError("Unknown provider option: use_tf32")
+        return real(source, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    ModelRunner(model, ["embedding"], cuda, "m", exact=True)
+    ModelRunner(model, ["embedding"], cuda, "m")
+    ModelRunner(model, ["embedding"], cuda, "m", exact=True)
+    assert asked == [
+        [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
+        cuda,
+        [("CUDAExecutionProvider", {"use_tf32": "0"}), "CPUExecutionProvider"],
+        cuda,
+    ]

@@ -49,6 +49,23 @@ def resolve_providers(requested: str | None) -> list[str]:
     return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
 
 
+def _session(ort, source, options, providers: list[str], label: str, exact: bool):
+    """An onnxruntime session on ``providers``; with ``exact``, CUDA without TF32 where this onnxruntime can."""
+    # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
+    if exact and "CUDAExecutionProvider" in providers:
+        no_tf32 = [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return ort.InferenceSession(source, sess_options=options, providers=no_tf32)
+        except Exception:  # an onnxruntime without the option: load as requested below
+            pass
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+
+
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
@@ -57,7 +74,9 @@ class ModelRunner:
     ):
         """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
         dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
-        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
+        which is faster but no longer the graph's ONNX semantics (verification needs those). It also
+        turns off CUDA's TF32 matrix products (on by default on Ampere and later GPUs), which round
+        float32 operands to 10 mantissa bits."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -73,12 +92,7 @@ class ModelRunner:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
-            try:
-                # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
-                with contextlib.redirect_stdout(sys.stderr):
-                    self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
-            except Exception as exc:
-                raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+            self.session = _session(ort, source, options, providers, label, exact)
         self.provider = self.session.get_providers()[0]
         if self.provider != providers[0]:
             logger.warning("requested %s but onnxruntime runs on %s", providers[0], self.provider)

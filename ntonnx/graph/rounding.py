@@ -13,7 +13,7 @@ from, in the precision it was computed in:
   only make smaller; onnxruntime's CPU kernels stay below 0.3 of it for n = 9..4097). float16
   logits accumulate in float32 (as onnxruntime's CPU kernels do) but may round products and
   partial results to float16: ``2 u16 M + 2 sqrt(n) u32 M`` (CPU: below 0.5 of it). CUDA has not
-  been measured; a provider computing float32 products in TF32 (10-bit mantissa) would exceed it;
+  been measured; its TF32 products (10-bit mantissa) would exceed it, so verification turns them off;
 * a post-op's output: the logits' bound carried through it (Softmax:
   ``p_j (exp(t_j + max t) - 1)``; Sigmoid: the image of ``[z - t, z + t]``; ...), plus the
   post-op's own rounding.

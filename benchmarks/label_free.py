@@ -276,6 +276,17 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
             f"{'yes' if min(pb, pbal) >= erm else 'no'} |"
         )
     lines += ["### Goal per case (mean test WGA)", "", *summary, ""]
+    runs = {k: [d for r in results.values() for d in r["kinds"][k]["decisions"]] for k in KINDS}
+    kept = {k: sum(d["kept_original"] for d in v) for k, v in runs.items()}
+    gated = {k: sum(d["branch"] == "class-balanced" for d in v) for k, v in runs.items()}
+    lines += [
+        f"Gate: opened (class-balanced re-fit) in {gated['heldout_biased']} of {len(runs['heldout_biased'])} runs on "
+        f"biased and {gated['heldout_balanced']} of {len(runs['heldout_balanced'])} on balanced held-out data. "
+        f"Guard: kept the original head in {kept['heldout_biased']} of {len(runs['heldout_biased'])} runs on biased "
+        f"and {kept['heldout_balanced']} of {len(runs['heldout_balanced'])} on balanced held-out data (its false-alarm "
+        "count where the re-fit beats the original: compare the erm and pgdfr rows above).",
+        "",
+    ]
     lines += [
         "### Per-class neuron scores (issue item 4), synthetic data model of `benchmarks/synthetic.py`",
         "",

@@ -69,6 +69,8 @@ class PGDFRFit:
     guard_original : the original head's on the same samples.
     C : DFR's chosen inverse L1 strength (NaN on the class-balanced branch).
     minority_counts : ndarray of shape (n_classes,), pseudo-minority samples per class.
+    holdout_predictions : ndarray of shape (n_samples,), the re-fit's cross-fitted predictions.
+    pseudo_groups : ndarray of shape (n_samples,), the pseudo-groups used.
     """
 
     W: np.ndarray
@@ -81,6 +83,8 @@ class PGDFRFit:
     guard_original: float
     C: float
     minority_counts: np.ndarray
+    holdout_predictions: np.ndarray | None = None
+    pseudo_groups: np.ndarray | None = None
 
     def summary(self) -> str:
         """One line for the log and the report."""
@@ -186,6 +190,8 @@ def fit_pgdfr(
         guard_original=guard_original,
         C=C,
         minority_counts=pseudo.minority_counts(n_classes),
+        holdout_predictions=holdout,
+        pseudo_groups=pseudo.groups,
     )
     logger.info(result.summary())
     return result

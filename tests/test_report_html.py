@@ -1,0 +1,197 @@
+"""The HTML report and the figures, from a real ``tune`` on the shipped sample."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import ntonnx
+from ntonnx.metrics import predict
+from ntonnx.neurons import spuriousness_scores
+from ntonnx.report import main_figure, report_fields, write_html
+from ntonnx.report.fields import MAX_MATRIX_CLASSES, confusion_fields, delta_fields
+from ntonnx.splits import stratified_split
+
+pytest.importorskip("matplotlib")
+
+#: The sample's groups under the names a user would give them (group = 2 * shape class + colour).
+GROUP_NAMES = {0: "digits 0-4, red", 1: "digits 0-4, green", 2: "digits 5-9, red", 3: "digits 5-9, green"}
+
+
+def _tune_report(sample, tmp_path, method: str, rule: str = "all") -> dict:
+    """A report dict from a real tune (evaluated on a copy of test.npz with named groups) plus its fields."""
+    test = np.load(sample["test"])
+    named = tmp_path / "test_named.npz"
+    np.savez(
+        named, image=test["image"], labels=test["labels"], groups=np.array([GROUP_NAMES[g] for g in test["groups"]])
+    )
+    options = ntonnx.TuneOptions(method=method, rule=rule)
+    result = ntonnx.tune(
+        sample["model"], tmp_path / "tuned.onnx", data=sample["heldout"], eval_data=named, options=options
+    )
+    report = result.to_dict()
+    # The arrays tune had in hand: evaluation predictions of both heads and the identification scores.
+    evaluation = ntonnx.extract(sample["model"], named)
+    tuned = ntonnx.extract(result.output, named)
+    heldout = ntonnx.extract(sample["model"], sample["heldout"])
+    identification = heldout.subset(stratified_split(heldout.labels, options.split, options.seed)[0])
+    scores = spuriousness_scores(identification.embeddings, identification.labels, predict(identification.logits), 2)
+    report.update(
+        report_fields(
+            labels=evaluation.labels,
+            before=predict(evaluation.logits),
+            after=predict(tuned.logits),
+            n_classes=2,
+            group_names=sorted(GROUP_NAMES.values()),
+            delta=scores.delta,
+            n_wrong=scores.n_wrong,
+            n_right=scores.n_right,
+            suppressed=result.suppressed,
+            rule=rule,
+            threshold=options.threshold,
+            model_sha256="0" * 64,
+            data_sha256={str(sample["heldout"]): "1" * 64},
+        )
+    )
+    return json.loads(json.dumps(report))  # as a saved report reads back: string keys
+
+
+@pytest.fixture(scope="module")
+def report(sample, tmp_path_factory) -> dict:
+    return _tune_report(sample, tmp_path_factory.mktemp("report"), "neurontune", rule="any")
+
+
+class _Page(HTMLParser):
+    """Collects what a browser would load and the number cells."""
+
+    def __init__(self):
+        super().__init__()
+        self.sources: list[str] = []
+        self.links: list[str] = []
+        self.cells: dict[str, tuple[str, str]] = {}
+        self._cell: tuple[str, str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "src" in attrs:
+            self.sources.append(attrs["src"])
+        if "href" in attrs:
+            self.links.append(attrs["href"])
+        if tag == "td" and "data-key" in attrs:
+            self._cell = (attrs["data-key"], attrs["data-value"])
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            key, value = self._cell
+            self.cells[key] = (value, data)
+            self._cell = None
+
+
+def test_html_report_shows_the_json_numbers_and_loads_nothing(report, tmp_path):
+    path = tmp_path / "report.html"
+    write_html(report, path)
+    page = path.read_text(encoding="utf-8")
+    parser = _Page()
+    parser.feed(page)
+    # Self-contained: every image is an embedded PNG, nothing points outside the file.
+    assert "http://" not in page and "https://" not in page
+    assert parser.links == [] and "<script" not in page and "<link" not in page
+    assert len(parser.sources) >= 4 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    # Group names as given in the data, and every accuracy equal to the JSON report's.
+    for name in GROUP_NAMES.values():
+        assert name in page
+    expected = {"accuracy", "worst_class", "worst_group"}
+    for side in ("before", "after"):
+        for key in expected:
+            value, shown = parser.cells[f"{side}.{key}"]
+            assert float(value) == report[side][key] and shown == f"{100 * report[side][key]:.1f}"
+        for kind in ("per_group", "per_class"):
+            for index, accuracy in report[side][kind].items():
+                value, shown = parser.cells[f"{side}.{kind}.{index}"]
+                assert float(value) == accuracy and shown == f"{100 * accuracy:.1f}"
+    assert len([k for k in parser.cells if k.startswith("after.per_group.")]) == 4
+    # What the method did: the suppressed neurons (rule any selects some on this sample) and provenance.
+    assert report["n_suppressed"] > 0
+    assert f"{report['n_suppressed']} neurons: {', '.join(map(str, report['suppressed'][:5]))}" in page
+    assert "0" * 64 in page and f"ntonnx version</td><td>{ntonnx.__version__}" in page
+
+
+def test_report_fields_agree_with_the_metrics(report):
+    """The confusion matrices the page draws hold the same counts as the accuracies in the report."""
+    for side in ("before", "after"):
+        matrix = np.array(report["confusion"][side])
+        assert matrix.sum() == report[side]["n_samples"]
+        assert np.trace(matrix) / matrix.sum() == pytest.approx(report[side]["accuracy"])
+        for y, accuracy in report[side]["per_class"].items():
+            row = matrix[int(y)]
+            assert row[int(y)] / row.sum() == pytest.approx(accuracy)
+    delta = report["delta"]
+    assert delta["n_selected"] == report["n_suppressed"] == delta["n_above_any"]
+    assert all(curve["selected_ranks"] for curve in delta["curves"])
+
+
+def test_main_figure_is_a_png(report, tmp_path):
+    from ntonnx.report import save_figure
+
+    figure = main_figure(report)
+    assert len(figure.axes) == 2
+    path = tmp_path / "main.png"
+    save_figure(figure, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fields_stay_small_for_1000_classes():
+    rng = np.random.default_rng(0)
+    n_classes, dim, n = 1000, 2048, 20000
+    labels = rng.integers(0, n_classes, n)
+    before = np.where(rng.random(n) < 0.7, labels, rng.integers(0, n_classes, n))
+    after = np.where(rng.random(n) < 0.75, labels, rng.integers(0, n_classes, n))
+    delta = rng.standard_normal((n_classes, dim))
+    delta[::3] = np.nan
+    fields = report_fields(
+        labels=labels,
+        before=before,
+        after=after,
+        n_classes=n_classes,
+        delta=delta,
+        n_wrong=rng.integers(0, 10, n_classes),
+        n_right=rng.integers(1, 10, n_classes),
+        suppressed=np.arange(0, dim, 2),
+        original=(rng.standard_normal((n_classes, dim)), np.zeros(n_classes)),
+        tuned=(rng.standard_normal((n_classes, dim)), np.zeros(n_classes)),
+    )
+    assert "before" not in fields["confusion"] and len(fields["confusion"]["top_before"]) == 20
+    assert len(fields["delta"]["curves"]) == 8 and len(fields["delta"]["curves"][0]["values"]) <= 200
+    assert len(json.dumps(fields)) < 300_000
+    assert len(fields["notes"]) == 1 and "334 of 1000 classes give no score" in fields["notes"][0]
+
+
+def test_confusion_matrix_kept_whole_up_to_the_limit():
+    labels = np.arange(MAX_MATRIX_CLASSES)
+    fields = confusion_fields(labels, labels, np.roll(labels, 1), MAX_MATRIX_CLASSES)
+    assert np.trace(np.array(fields["before"])) == MAX_MATRIX_CLASSES
+    assert np.trace(np.array(fields["after"])) == 0
+
+
+def test_delta_fields_note_classes_left_out_of_the_rule():
+    delta = np.array([[0.5, -0.1, 0.2], [np.nan, np.nan, np.nan]])
+    fields = delta_fields(delta, np.array([3, 0]), np.array([5, 9]), [0, 2], "all", 0.0, ["cat", "dog"])
+    assert fields["notes"] == [
+        "1 of 2 classes give no score (no mistakes: 1 (dog)); rule 'all' was applied to the 1 scored classes only"
+    ]
+    curve = fields["curves"][0]
+    assert curve["values"] == [0.5, 0.2, -0.1] and curve["selected_ranks"] == [0, 1]
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch, report):
+    import sys
+
+    from ntonnx.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(MissingDependencyError, match=re.escape("pip install 'ntonnx[report]'")):
+        main_figure(report)

@@ -272,3 +272,26 @@ def _image(figure, alt: str) -> str:
         return ""
     data = base64.b64encode(png_bytes(figure)).decode("ascii")
     return f'<p><img alt="{escape(alt)}" src="data:image/png;base64,{data}"></p>'
+
+
+def read_report(path: str | os.PathLike) -> dict:
+    """A JSON report written by ``tune --report``, checked to be one (``ntonnx report`` reads it)."""
+    from ntonnx.errors import DataError, UsageError
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            report = json.load(handle)
+    except FileNotFoundError:
+        raise UsageError(f"report '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"report '{path}' is not a JSON file ({exc})") from None
+    missing = [key for key in _REQUIRED if not isinstance(report, dict) or key not in report]
+    if missing:
+        raise DataError(
+            f"report '{path}' is not a tune report (no {', '.join(repr(k) for k in missing)}); "
+            "write one with 'ntonnx tune ... --report R.json'"
+        )
+    return report
+
+
+_REQUIRED = ("model", "output", "options", "head", "before", "after", "n_suppressed")

@@ -9,6 +9,7 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -24,17 +25,22 @@ from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
 from ntonnx.files import BackgroundDigest, check_output_path
+from ntonnx.graph.class_names import graph_class_names
 from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
 from ntonnx.method.base import FitInputs
+from ntonnx.method.class_mapping import check_class_mapping
 from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
 from ntonnx.method.splits import stratified_split
+from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
+
+logger = logging.getLogger("ntonnx")
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
 #: reads) or an opened data set.
@@ -101,7 +107,9 @@ class TuneResult:
 
     ``out`` is the path of the tuned model; ``files`` every file written (the model and its
     external data). ``selected`` and ``method_details`` say what a method that chooses among
-    candidates (``auto``) chose and why.
+    candidates (``auto``) chose and why. ``report`` holds what the HTML report draws (confusion
+    matrices, the spuriousness scores, the head's change, names, digests; see
+    :func:`ntonnx.report.fields.report_fields`), merged into ``to_dict()``.
     """
 
     model: str
@@ -124,6 +132,7 @@ class TuneResult:
     groups: dict[str, int] | None = None
     selected: str | None = None
     method_details: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -149,6 +158,7 @@ class TuneResult:
             "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
+            **self.report,
         }
 
 
@@ -268,7 +278,8 @@ def tune(
     session = Session(model, head=head, run=run, data_options=data_options)
     out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
-    sources = _open_sources(session, heldout_given, tune_data, eval_data)
+    model_names = graph_class_names(session.loaded.proto, n_label_classes(session.head.n_classes))
+    sources = _open_sources(session, heldout_given, tune_data, eval_data, model_names)
     tuning_source, tuning_given = (
         (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
     )
@@ -278,6 +289,17 @@ def tune(
     timings: dict[str, float] = {}
     with _timed(timings, "extraction"):
         heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
+    class_names = getattr(sources.heldout, "class_names", None)
+    for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
+        if acts is not None:
+            check_class_mapping(
+                acts.labels,
+                predict(acts.logits),
+                n_label_classes(session.head.n_classes),
+                source=_describe(given),
+                class_names=class_names,
+                model_class_names=model_names,
+            )
     original = read_head(session.loaded.proto, session.head)
     with _timed(timings, "identification"):
         scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
@@ -295,6 +317,30 @@ def tune(
     with _timed(timings, "rewrite"):
         written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
     evaluated = evaluation or heldout
+    before = predict(evaluated.logits)
+    after = _predictions(evaluated.embeddings, refit.W, refit.b)
+    evaluated_source = sources.evaluation if sources.evaluation is not None else sources.heldout
+    fields = report_fields(
+        labels=evaluated.labels,
+        before=before,
+        after=after,
+        n_classes=n_label_classes(session.head.n_classes),
+        class_names=class_names,
+        group_names=getattr(evaluated_source, "group_names", None),
+        model_class_names=model_names,
+        delta=None if scores is None else scores.delta,
+        n_wrong=None if scores is None else scores.n_wrong,
+        n_right=None if scores is None else scores.n_right,
+        suppressed=suppressed,
+        rule=options.rule,
+        threshold=options.threshold,
+        original=original if method.refits else None,
+        tuned=(refit.W, refit.b) if method.refits else None,
+        candidates=refit.details.get("validation"),
+        selected=refit.selected,
+        model_sha256=session.model_digest,
+        data_sha256=provenance["data_sha256"],
+    )
     return TuneResult(
         model=str(model),
         out=str(out),
@@ -307,8 +353,8 @@ def tune(
         suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
         evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
-        before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(_predictions(evaluated.embeddings, refit.W, refit.b), evaluated.labels, evaluated.groups),
+        before=compute_metrics(before, evaluated.labels, evaluated.groups),
+        after=compute_metrics(after, evaluated.labels, evaluated.groups),
         converged=refit.converged,
         verification=written.verification,
         timings=timings,
@@ -316,6 +362,7 @@ def tune(
         groups=_names(sources.heldout, "group_names"),
         selected=refit.selected,
         method_details=refit.details,
+        report=fields,
     )
 
 
@@ -329,10 +376,25 @@ class _Sources:
     verification_sample: ArrayDataset
 
 
-def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
-    """Open every data set of a run; the held-out set's class names fix the mapping for the others."""
+def _open_sources(session: Session, heldout_given, tune_data, eval_data, model_names=None) -> _Sources:
+    """Open every data set of a run; the held-out set's class names fix the mapping for the others.
+
+    Labels given as names, without ``--classes``, are mapped in sorted order unless the model
+    carries its own class names (``model_names``) and those cover them: then the model's order is
+    used (and shown in the report), since it is the one the model's outputs follow.
+    """
     heldout = session.open_data(heldout_given)
     classes = getattr(heldout, "class_names", None)
+    if (
+        classes is not None
+        and model_names is not None
+        and session.data_options.classes is None
+        and list(classes) != list(model_names)
+        and set(classes) <= set(model_names)
+    ):
+        logger.info("class names: the model's own order (%s)", _first_names(model_names))
+        heldout = session.open_data(heldout_given, classes=model_names)
+        classes = heldout.class_names
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
     sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
@@ -360,6 +422,10 @@ def _extract_roles(
         cut = len(split[0])
         return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
     return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
+
+
+def _first_names(names, count: int = 10) -> str:
+    return ", ".join(names[:count]) + (f", ... ({len(names)} in all)" if len(names) > count else "")
 
 
 def _scores(identification: Activations, n_logits: int) -> NeuronScores:

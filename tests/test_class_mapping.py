@@ -11,9 +11,9 @@ import pytest
 
 import ntonnx
 from ntonnx.errors import DataError
-from ntonnx.graph_class_names import graph_class_names, parse_names
+from ntonnx.graph.class_names import graph_class_names, parse_names
 from ntonnx.method.class_mapping import best_class_mapping, check_class_mapping, classes_option
-from ntonnx.metrics import predict
+from ntonnx.method.metrics import predict
 
 
 @pytest.fixture(scope="module")

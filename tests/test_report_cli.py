@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from cli.main import main
+from ntonnx_cli.main import main
 
 
 def invoke(*args):
@@ -40,3 +39,23 @@ def test_swapped_class_folders_are_refused_with_the_classes_to_pass(sample, tmp_
     assert not out.exists()
     fixed = invoke("tune", sample["model"], "--data", folder, "--scale", "1/255", "--classes", "low,high", "-o", out)
     assert fixed.exit_code == 0, fixed.output
+
+
+def test_tune_writes_html_and_plot_and_report_redraws_the_json(sample, tmp_path):
+    out, report, html, plot = (tmp_path / name for name in ("t.onnx", "r.json", "r.html", "p.png"))
+    args = ["--data", sample["heldout"], "--eval-data", sample["test"], "-o", out, "--report", report]
+    result = invoke("tune", sample["model"], *args, "--report-html", html, "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert plot.read_bytes()[:4] == b"\x89PNG" and "data:image/png;base64," in html.read_text()
+    redrawn = tmp_path / "again.html"
+    again = invoke("report", report, "-o", redrawn)
+    assert again.exit_code == 0, again.output
+    # Same JSON, same page: the figures carry no timestamps.
+    assert redrawn.read_text() == html.read_text()
+
+
+def test_report_refuses_a_json_that_is_not_a_tune_report(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"model": "m.onnx"}))
+    result = invoke("report", path)
+    assert result.exit_code == 4 and "is not a tune report" in result.output

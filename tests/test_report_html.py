@@ -8,13 +8,11 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import sha256
 
 import ntonnx
-from ntonnx.metrics import predict
-from ntonnx.neurons import spuriousness_scores
-from ntonnx.report import main_figure, report_fields, write_html
+from ntonnx.report import main_figure, render_html, report_fields, write_html
 from ntonnx.report.fields import MAX_MATRIX_CLASSES, confusion_fields, delta_fields
-from ntonnx.splits import stratified_split
 
 pytest.importorskip("matplotlib")
 
@@ -23,41 +21,16 @@ GROUP_NAMES = {0: "digits 0-4, red", 1: "digits 0-4, green", 2: "digits 5-9, red
 
 
 def _tune_report(sample, tmp_path, method: str, rule: str = "all") -> dict:
-    """A report dict from a real tune (evaluated on a copy of test.npz with named groups) plus its fields."""
+    """A real tune's JSON report (evaluated on test.npz with groups as names), as saved and read back."""
     test = np.load(sample["test"])
     named = tmp_path / "test_named.npz"
-    np.savez(
-        named, image=test["image"], labels=test["labels"], groups=np.array([GROUP_NAMES[g] for g in test["groups"]])
-    )
+    groups = np.array([GROUP_NAMES[g] for g in test["groups"]])
+    np.savez(named, image=test["image"], labels=test["labels"], groups=groups)
     options = ntonnx.TuneOptions(method=method, rule=rule)
     result = ntonnx.tune(
         sample["model"], tmp_path / "tuned.onnx", data=sample["heldout"], eval_data=named, options=options
     )
-    report = result.to_dict()
-    # The arrays tune had in hand: evaluation predictions of both heads and the identification scores.
-    evaluation = ntonnx.extract(sample["model"], named)
-    tuned = ntonnx.extract(result.output, named)
-    heldout = ntonnx.extract(sample["model"], sample["heldout"])
-    identification = heldout.subset(stratified_split(heldout.labels, options.split, options.seed)[0])
-    scores = spuriousness_scores(identification.embeddings, identification.labels, predict(identification.logits), 2)
-    report.update(
-        report_fields(
-            labels=evaluation.labels,
-            before=predict(evaluation.logits),
-            after=predict(tuned.logits),
-            n_classes=2,
-            group_names=sorted(GROUP_NAMES.values()),
-            delta=scores.delta,
-            n_wrong=scores.n_wrong,
-            n_right=scores.n_right,
-            suppressed=result.suppressed,
-            rule=rule,
-            threshold=options.threshold,
-            model_sha256="0" * 64,
-            data_sha256={str(sample["heldout"]): "1" * 64},
-        )
-    )
-    return json.loads(json.dumps(report))  # as a saved report reads back: string keys
+    return json.loads(json.dumps(result.to_dict()))  # string keys, as a saved report reads back
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +64,7 @@ class _Page(HTMLParser):
             self._cell = None
 
 
-def test_html_report_shows_the_json_numbers_and_loads_nothing(report, tmp_path):
+def test_html_report_shows_the_json_numbers_and_loads_nothing(report, sample, tmp_path):
     path = tmp_path / "report.html"
     write_html(report, path)
     page = path.read_text(encoding="utf-8")
@@ -117,7 +90,10 @@ def test_html_report_shows_the_json_numbers_and_loads_nothing(report, tmp_path):
     # What the method did: the suppressed neurons (rule any selects some on this sample) and provenance.
     assert report["n_suppressed"] > 0
     assert f"{report['n_suppressed']} neurons: {', '.join(map(str, report['suppressed'][:5]))}" in page
-    assert "0" * 64 in page and f"ntonnx version</td><td>{ntonnx.__version__}" in page
+    assert report["provenance"]["model_sha256"] == sha256(sample["model"])
+    assert sha256(sample["model"]) in page and f"ntonnx version</td><td>{ntonnx.__version__}" in page
+    for path, digest in report["provenance"]["data_sha256"].items():
+        assert digest == sha256(path) and digest in page
 
 
 def test_report_fields_agree_with_the_metrics(report):
@@ -142,6 +118,16 @@ def test_main_figure_is_a_png(report, tmp_path):
     path = tmp_path / "main.png"
     save_figure(figure, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_html_report_for_auto_lists_its_candidates(sample, tmp_path):
+    report = _tune_report(sample, tmp_path, "auto")
+    page = render_html(report)
+    candidates = report["auto"]["candidates"]
+    assert report["auto"]["selected"] == report["selected"] and len(candidates) >= 20
+    assert candidates[0]["score"] == max(c["score"] for c in candidates)
+    assert f"auto compared {len(candidates)} re-fits" in page and report["selected"] in page
+    assert "http://" not in page and "https://" not in page
 
 
 def test_fields_stay_small_for_1000_classes():
@@ -192,6 +178,6 @@ def test_missing_matplotlib_names_the_extra(monkeypatch, report):
 
     from ntonnx.errors import MissingDependencyError
 
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=re.escape("pip install 'ntonnx[report]'")):
         main_figure(report)

@@ -7,6 +7,6 @@ need the ``[report]`` extra (matplotlib), imported only when a figure is drawn.
 
 from ntonnx.report.fields import report_fields
 from ntonnx.report.figures import main_figure, save_figure
-from ntonnx.report.html import render_html, write_html
+from ntonnx.report.html import read_report, render_html, write_html
 
-__all__ = ["main_figure", "render_html", "report_fields", "save_figure", "write_html"]
+__all__ = ["main_figure", "read_report", "render_html", "report_fields", "save_figure", "write_html"]

@@ -24,15 +24,22 @@ MAX_CLASS_BARS = 30
 _BEFORE, _AFTER, _MARK = "#9e9e9e", "#1f77b4", "#d62728"
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """An empty figure on the Agg canvas; raises :class:`MissingDependencyError` without matplotlib."""
+def require_matplotlib() -> None:
+    """Raise :class:`MissingDependencyError` naming the ``[report]`` extra when matplotlib is absent."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        import matplotlib  # noqa: F401
     except ImportError:
         raise MissingDependencyError(
             "matplotlib is not installed; the HTML report and --plot need it: pip install 'ntonnx[report]'"
         ) from None
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """An empty figure on the Agg canvas; raises :class:`MissingDependencyError` without matplotlib."""
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
@@ -47,7 +54,7 @@ def png_bytes(figure: Figure, dpi: int = 110) -> bytes:
 
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 110) -> None:
     """Write the figure as PNG atomically (a reader never sees half an image)."""
-    from ntonnx.atomic import write_atomic
+    from ntonnx.files import write_atomic
 
     data = png_bytes(figure, dpi)
     write_atomic(path, lambda tmp: tmp.write_bytes(data), option="--plot")
@@ -206,10 +213,11 @@ def _accuracy_bars(ax, report: Mapping[str, Any], by: str) -> None:
     for i, k in enumerate(keys):
         ax.text(i + 0.2, 100 * new[k] + 1, f"{100 * new[k]:.1f}", ha="center", fontsize=7)
     ax.set_xticks(x, labels, fontsize=8, rotation=0 if len(keys) <= 6 else 60)
-    ax.set_ylim(0, 108)
+    ax.set_ylim(0, 122)
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", ncol=2)
 
 
 def _class_changes(ax, report: Mapping[str, Any]) -> None:

@@ -63,7 +63,7 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 def write_html(report: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Render ``report`` and write it atomically to ``path``."""
-    from ntonnx.atomic import write_atomic
+    from ntonnx.files import write_atomic
 
     page = render_html(report)
     write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"), option="--report-html")
@@ -77,7 +77,7 @@ def _summary(report: Mapping[str, Any]) -> str:
     verification = report.get("verification") or {}
     rows = [
         ("model", f"<code>{escape(str(report['model']))}</code>"),
-        ("written to", f"<code>{escape(str(report['output']))}</code>"),
+        ("written to", f"<code>{escape(str(report['out']))}</code>"),
         ("method", method),
         ("neurons suppressed", f"{report['n_suppressed']} of {report['head']['dim']}"),
         ("classes", str(max(report["head"]["n_classes"], 2))),
@@ -294,4 +294,4 @@ def read_report(path: str | os.PathLike) -> dict:
     return report
 
 
-_REQUIRED = ("model", "output", "options", "head", "before", "after", "n_suppressed")
+_REQUIRED = ("model", "out", "options", "head", "before", "after", "n_suppressed")

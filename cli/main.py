@@ -71,6 +71,26 @@ def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
+    _warnings_as_log_lines(ctx)
+
+
+def _warnings_as_log_lines(ctx: click.Context) -> None:
+    """Python warnings (``ConvergenceWarning``, a dependency's) as one log line each, not a source path and code.
+
+    Restored when the command ends, so that a test invoking the CLI keeps its own warning settings.
+    """
+    import warnings
+
+    from ntonnx.errors import first_line
+
+    ctx.with_resource(warnings.catch_warnings())
+    warnings.simplefilter("default")
+    log = logging.getLogger("ntonnx")
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        log.warning("%s (%s)", first_line(message) if isinstance(message, Warning) else message, category.__name__)
+
+    warnings.showwarning = show
 
 
 HEAD = OptionGroup(HeadQuery, "head__")

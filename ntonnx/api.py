@@ -36,6 +36,7 @@ from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
+from ntonnx.method.solve import fitted_rows
 from ntonnx.method.splits import stratified_split
 from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
@@ -306,12 +307,14 @@ def tune(
     with _timed(timings, "solve"):
         refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
     suppressed = [int(i) for i in refit.suppressed]
+    kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
         "suppressed_neurons": suppressed,
         **({"selected": refit.selected} if refit.selected else {}),
+        **({"kept_classes": kept} if kept else {}),
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
@@ -338,6 +341,7 @@ def tune(
         tuned=(refit.W, refit.b) if method.refits else None,
         candidates=refit.details.get("validation"),
         selected=refit.selected,
+        kept_classes=kept,
         model_sha256=session.model_digest,
         data_sha256=provenance["data_sha256"],
     )
@@ -422,6 +426,19 @@ def _extract_roles(
         cut = len(split[0])
         return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
     return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
+
+
+def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
+    """Put back the original rows of the classes the tuning data has no sample of; return those classes.
+
+    The solver already keeps them fixed; this makes the guarantee the pipeline's, whatever a
+    method does to the rows it fits (``auto``'s ``direction`` family projects every row).
+    """
+    W0, b0 = original
+    kept = np.setdiff1d(np.arange(W0.shape[0]), fitted_rows(labels, W0.shape[0]))
+    if kept.size:
+        refit.W[kept], refit.b[kept] = W0[kept], b0[kept]
+    return [int(c) for c in kept]
 
 
 def _first_names(names, count: int = 10) -> str:

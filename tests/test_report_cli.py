@@ -59,3 +59,42 @@ def test_report_refuses_a_json_that_is_not_a_tune_report(tmp_path):
     path.write_text(json.dumps({"model": "m.onnx"}))
     result = invoke("report", path)
     assert result.exit_code == 4 and "is not a tune report" in result.output
+
+
+def test_1000_classes_with_heldout_covering_50_keeps_the_other_rows(tmp_path):
+    """ImageNet-sized head, held-out samples of 50 classes: those rows re-fit, 950 bit-identical, few log lines."""
+    import onnx
+    from builders import tiny_classifier
+    from onnx import numpy_helper
+
+    model, params = tiny_classifier(n_classes=1000, dim=16, in_dim=16, seed=3)
+    onnx.save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60000, 16)).astype(np.float32)
+    logits = np.maximum(x @ params["A"], 0) @ params["W"].T + params["b"]
+    labels = (logits + rng.normal(scale=2.0, size=logits.shape)).argmax(axis=1)
+    present = np.argsort(-np.bincount(labels, minlength=1000), kind="stable")[:50]
+    rows = np.concatenate([np.flatnonzero(labels == c)[:20] for c in present])
+    np.savez(tmp_path / "d.npz", x=x[rows], labels=labels[rows])
+
+    # 30 iterations: the solve stops early (one ConvergenceWarning, as a log line) and the test stays fast.
+    args = ["--data", tmp_path / "d.npz", "-o", tmp_path / "t.onnx", "--json", "--max-iter", "30"]
+    result = invoke("tune", tmp_path / "m.onnx", *args)
+    assert result.exit_code == 0, result.output
+    log = result.stderr.splitlines()
+    assert len(log) <= 3 and all(line.startswith("ntonnx: WARNING: ") for line in log), log
+    assert any("samples of 50 of the model's 1000 classes" in line for line in log)
+    assert any("raise --max-iter or --l2 (ConvergenceWarning)" in line for line in log)
+
+    def head(path):
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+        return inits["fc.weight"], inits["fc.bias"]
+
+    (W0, b0), (W1, b1) = head(tmp_path / "m.onnx"), head(tmp_path / "t.onnx")
+    other = np.setdiff1d(np.arange(1000), present)
+    assert np.array_equal(W1[other], W0[other]) and np.array_equal(b1[other], b0[other])
+    assert not np.array_equal(W1[present], W0[present])
+    report = json.loads(result.stdout)
+    assert report["kept_classes"] == other.tolist()
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "t.onnx").metadata_props}
+    assert json.loads(metadata["ntonnx.kept_classes"]) == other.tolist()

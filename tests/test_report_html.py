@@ -153,7 +153,7 @@ def test_fields_stay_small_for_1000_classes():
     assert "before" not in fields["confusion"] and len(fields["confusion"]["top_before"]) == 20
     assert len(fields["delta"]["curves"]) == 8 and len(fields["delta"]["curves"][0]["values"]) <= 200
     assert len(json.dumps(fields)) < 300_000
-    assert len(fields["notes"]) == 1 and "334 of 1000 classes give no score" in fields["notes"][0]
+    assert len(fields["notes"]) == 1 and "rule 'all': 334 of 1000 classes give no score" in fields["notes"][0]
 
 
 def test_confusion_matrix_kept_whole_up_to_the_limit():
@@ -164,10 +164,16 @@ def test_confusion_matrix_kept_whole_up_to_the_limit():
 
 
 def test_delta_fields_note_classes_left_out_of_the_rule():
-    delta = np.array([[0.5, -0.1, 0.2], [np.nan, np.nan, np.nan]])
-    fields = delta_fields(delta, np.array([3, 0]), np.array([5, 9]), [0, 2], "all", 0.0, ["cat", "dog"])
+    delta = np.array([[0.5, -0.1, 0.2], [np.nan, np.nan, np.nan], [np.nan, np.nan, np.nan]])
+    wrong, right = np.array([3, 0, 0]), np.array([5, 9, 0])  # class 2 ("emu") has no identification samples
+    fields = delta_fields(delta, wrong, right, [], "all", 0.0, ["cat", "dog", "emu"])
     assert fields["notes"] == [
-        "1 of 2 classes give no score (no mistakes: 1 (dog)); rule 'all' was applied to the 1 scored classes only"
+        "rule 'all': 1 of 3 classes give no score (no mistakes: 1 (dog)), so no neuron is above the threshold "
+        "for every class and none was selected; --rule any uses the 1 scored classes"
+    ]
+    fields = delta_fields(delta, wrong, right, [0, 2], "any", 0.0, ["cat", "dog", "emu"])
+    assert fields["notes"] == [
+        "1 of 3 classes give no score (no mistakes: 1 (dog)); rule 'any' used the 1 scored classes"
     ]
     curve = fields["curves"][0]
     assert curve["values"] == [0.5, 0.2, -0.1] and curve["selected_ranks"] == [0, 1]

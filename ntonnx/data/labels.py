@@ -3,7 +3,8 @@
 Users label data the way their pipeline does: class indices, or class names ("cat", "dog").
 Names map through a class list the user gives (in the model's output order) or, failing that,
 the sorted unique names; the mapping used is kept so the report can show it. A sorted-name
-mapping is only a guess unless every model class is present, so it is refused otherwise.
+mapping is only a guess unless every model class is present, so it is refused otherwise. A class
+list may name classes the data has no samples of (held-out data covering only some classes).
 """
 
 from __future__ import annotations
@@ -59,11 +60,6 @@ def encode_labels(
             f"data '{source}': {column} at row {bad[0]} is {labels[bad[0]]}, "
             f"outside the model's classes 0..{n_model - 1}"
         )
-    if names is not None:
-        counts = np.bincount(labels, minlength=len(names))
-        empty = np.flatnonzero(counts[: len(names)] == 0)
-        if empty.size:
-            raise DataError(f"data '{source}': class {names[empty[0]]!r} (index {empty[0]}) has no samples")
     return labels, names
 
 

@@ -56,6 +56,7 @@ def report_fields(
     tuned: tuple[np.ndarray, np.ndarray] | None = None,
     candidates: Mapping[str, float] | None = None,
     selected: str | None = None,
+    kept_classes: Sequence[int] = (),
     model_sha256: str | None = None,
     data_sha256: Mapping[str, str] | None = None,
 ) -> dict:
@@ -76,18 +77,25 @@ def report_fields(
     original, tuned : ``(W, b)`` before and after, W of shape (n_logits, dim); None for ``erm``.
     candidates : ``auto``'s candidate name -> its score (:attr:`SelectedFit.validation`).
     selected : the candidate ``auto`` chose.
+    kept_classes : classes without tuning samples, whose head rows were kept as they were.
     model_sha256, data_sha256 : digests of the model file and of each data file read.
 
     Returns
     -------
     dict with keys ``class_names``, ``group_names``, ``model_class_names``, ``confusion``,
-    ``delta``, ``head_change``, ``auto``, ``provenance`` and ``notes`` (one-line remarks).
+    ``delta``, ``head_change``, ``auto``, ``kept_classes``, ``provenance`` and ``notes`` (one-line remarks).
     """
     notes: list[str] = []
     delta_part = None
     if delta is not None:
         delta_part = delta_fields(delta, n_wrong, n_right, suppressed, rule, threshold, class_names)
         notes += delta_part.pop("notes")
+    if len(kept_classes):
+        shown = ", ".join(str(int(c)) for c in kept_classes[:5]) + (", ..." if len(kept_classes) > 5 else "")
+        notes.append(
+            f"the tuning data has no samples of {len(kept_classes)} of {max(int(n_classes), 2)} classes ({shown}): "
+            "their head rows were kept as they were"
+        )
     return {
         "class_names": None if class_names is None else [str(c) for c in class_names],
         "group_names": None if group_names is None else [str(g) for g in group_names],
@@ -96,6 +104,7 @@ def report_fields(
         "delta": delta_part,
         "head_change": None if original is None or tuned is None else head_change_fields(original, tuned, suppressed),
         "auto": None if candidates is None else auto_fields(candidates, selected),
+        "kept_classes": [int(c) for c in kept_classes],
         "provenance": {"model_sha256": model_sha256, "data_sha256": dict(data_sha256 or {})},
         "notes": notes,
     }
@@ -167,14 +176,21 @@ def delta_fields(
     # The classes with most mistakes are the ones whose scores say most; plot those.
     shown = scored[np.argsort(-wrong[scored], kind="stable")][:MAX_CURVES]
     notes = []
-    if unscored.size:
-        why = _why_unscored(unscored, wrong, right, class_names)
+    # Classes with identification samples but no score block the 'all' rule (see ntonnx.method.neurons).
+    blocking = unscored[(wrong[unscored] + right[unscored]) > 0]
+    if blocking.size:
+        why = _why_unscored(blocking, wrong, right, class_names)
         if scored.size == 0:
             notes.append(f"no class has both mistakes and successes ({why}): no neuron can be scored or selected")
+        elif rule == "all":
+            notes.append(
+                f"rule 'all': {blocking.size} of {n_classes} classes give no score ({why}), so no neuron is above "
+                f"the threshold for every class and none was selected; --rule any uses the {scored.size} scored classes"
+            )
         else:
             notes.append(
-                f"{unscored.size} of {n_classes} classes give no score ({why}); rule '{rule}' was applied to the "
-                f"{scored.size} scored classes only"
+                f"{blocking.size} of {n_classes} classes give no score ({why}); rule '{rule}' used the "
+                f"{scored.size} scored classes"
             )
     return {
         "rule": rule,

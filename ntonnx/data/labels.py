@@ -9,12 +9,15 @@ list may name classes the data has no samples of (held-out data covering only so
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from ntonnx.activations import n_label_classes
 from ntonnx.errors import DataError
+
+logger = logging.getLogger("ntonnx")
 
 
 def encode_labels(
@@ -52,6 +55,9 @@ def encode_labels(
     )
     if named:
         labels, names = _by_name(raw, classes, n_model, source, column)
+        shown = ", ".join(f"{name}={i}" for i, name in enumerate(names[:10])) + (", ..." if len(names) > 10 else "")
+        order = "the order given" if classes is not None else "sorted order (pass --classes to set it)"
+        logger.info("data '%s': %s names mapped to the model's classes in %s: %s", source, column, order, shown)
     else:
         labels, names = _integers(raw, source, column), classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_model))

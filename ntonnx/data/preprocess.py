@@ -15,6 +15,7 @@ the channels fed to the model (RGB, or BGR for Caffe-style models).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -24,6 +25,8 @@ import numpy as np
 from ntonnx.data.dataset import InputSpec, dims, require_extra
 from ntonnx.errors import DataError, UsageError
 from ntonnx.options import numbers, option
+
+logger = logging.getLogger("ntonnx")
 
 #: Named preprocessing conventions. ``imagenet`` is torchvision's; ``imagenet-caffe`` is Keras
 #: "caffe" mode (BGR, mean subtraction on 0..255); ``imagenet-tf`` is Keras "tf" mode (-1..1).
@@ -179,6 +182,18 @@ class ImagePreprocess:
         interpolation = (self.interpolation or "bilinear").lower()
         if interpolation not in INTERPOLATIONS:
             raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
+        logger.info(
+            "images for %s: resize %s, center crop %s, %s %s, x%g, mean %s, std %s, %s interpolation",
+            where,
+            resize or "none",
+            _size_text(crop) if crop else "none",
+            order,
+            layout,
+            scale,
+            np.round(mean, 4).tolist(),
+            np.round(std, 4).tolist(),
+            interpolation,
+        )
         return ImagePipeline(
             input_name=spec.name,
             resize=resize,

@@ -83,8 +83,7 @@ def _warnings_as_log_lines(ctx: click.Context) -> None:
 
     from ntonnx.errors import first_line
 
-    ctx.with_resource(warnings.catch_warnings())
-    warnings.simplefilter("default")
+    ctx.with_resource(warnings.catch_warnings())  # the filters stay Python's (or the caller's)
     log = logging.getLogger("ntonnx")
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
@@ -224,6 +223,8 @@ def tune(
         _write_json(report, payload)
     _write_pictures(payload, report_html, plot)
 
+    evaluated_groups = {name: i for i, name in enumerate(payload.get("group_names") or [])}
+
     def text() -> str:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
         return "\n".join([
@@ -234,7 +235,7 @@ def tune(
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             *[f"note: {note}" for note in payload.get("notes", [])],
             f"evaluated on {result.evaluated_on}:",
-            metrics_table({"before": result.before, "after": result.after}),
+            metrics_table({"before": result.before, "after": result.after}, result.classes, evaluated_groups),
             f"time: {timings}",
         ])  # fmt: skip
 
@@ -269,7 +270,7 @@ def evaluate(ctx, model, data, as_json, **params) -> None:
         lambda: (
             f"{model} on {data} (provider {result.provider}):\n"
             + (f"classes: {_mapping(result.classes)}\n" if result.classes else "")
-            + metrics_table({"model": result.metrics})
+            + metrics_table({"model": result.metrics}, result.classes, result.groups)
         ),
     )
 

@@ -98,3 +98,11 @@ def test_1000_classes_with_heldout_covering_50_keeps_the_other_rows(tmp_path):
     assert report["kept_classes"] == other.tolist()
     metadata = {p.key: p.value for p in onnx.load(tmp_path / "t.onnx").metadata_props}
     assert json.loads(metadata["ntonnx.kept_classes"]) == other.tolist()
+
+
+def test_integer_class_folder_out_of_range_names_the_folder(sample, tmp_path):
+    pytest.importorskip("PIL")
+    folder = _image_folder(sample, tmp_path / "images", {0: "0", 1: "7"}, per_class=2)
+    result = invoke("tune", sample["model"], "--data", folder, "--scale", "1/255", "-o", tmp_path / "t.onnx")
+    assert result.exit_code == 4
+    assert "class folder '7' is 7, outside the model's classes 0..1" in result.output and "row" not in result.output

@@ -19,6 +19,9 @@ from ntonnx.errors import DataError
 
 logger = logging.getLogger("ntonnx")
 
+#: The ``column`` name image folders pass: their labels come from sub-folder names.
+FOLDER = "class folder"
+
 
 def encode_labels(
     values: Sequence | np.ndarray,
@@ -62,10 +65,9 @@ def encode_labels(
         labels, names = _integers(raw, source, column), classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_model))
     if bad.size:
-        raise DataError(
-            f"data '{source}': {column} at row {bad[0]} is {labels[bad[0]]}, "
-            f"outside the model's classes 0..{n_model - 1}"
-        )
+        # an image folder's labels are its sub-folders: name the folder, not a row nobody sees
+        where = f"class folder '{raw[bad[0]]}'" if column == FOLDER else f"{column} at row {bad[0]}"
+        raise DataError(f"data '{source}': {where} is {labels[bad[0]]}, outside the model's classes 0..{n_model - 1}")
     return labels, names
 
 

@@ -9,7 +9,6 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
 from ntonnx.files import BackgroundDigest, check_output_path
-from ntonnx.graph.class_names import graph_class_names
 from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
@@ -40,8 +38,6 @@ from ntonnx.method.solve import fitted_rows
 from ntonnx.method.splits import stratified_split
 from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
-
-logger = logging.getLogger("ntonnx")
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
 #: reads) or an opened data set.
@@ -282,8 +278,8 @@ def tune(
     session = Session(model, head=head, run=run, data_options=data_options)
     out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
-    model_names = graph_class_names(session.loaded.proto, n_label_classes(session.head.n_classes))
-    sources = _open_sources(session, heldout_given, tune_data, eval_data, model_names)
+    model_names = session.model_class_names
+    sources = _open_sources(session, heldout_given, tune_data, eval_data)
     tuning_source, tuning_given = (
         (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
     )
@@ -383,25 +379,10 @@ class _Sources:
     verification_sample: ArrayDataset
 
 
-def _open_sources(session: Session, heldout_given, tune_data, eval_data, model_names=None) -> _Sources:
-    """Open every data set of a run; the held-out set's class names fix the mapping for the others.
-
-    Labels given as names, without ``--classes``, are mapped in sorted order unless the model
-    carries its own class names (``model_names``) and those cover them: then the model's order is
-    used (and shown in the report), since it is the one the model's outputs follow.
-    """
+def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
+    """Open every data set of a run; the held-out set's class names fix the mapping for the others."""
     heldout = session.open_data(heldout_given)
     classes = getattr(heldout, "class_names", None)
-    if (
-        classes is not None
-        and model_names is not None
-        and session.data_options.classes is None
-        and list(classes) != list(model_names)
-        and set(classes) <= set(model_names)
-    ):
-        logger.info("class names: the model's own order (%s)", _first_names(model_names))
-        heldout = session.open_data(heldout_given, classes=model_names)
-        classes = heldout.class_names
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
     sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
@@ -442,10 +423,6 @@ def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: 
     if kept.size:
         refit.W[kept], refit.b[kept] = W0[kept], b0[kept]
     return [int(c) for c in kept]
-
-
-def _first_names(names, count: int = 10) -> str:
-    return ", ".join(names[:count]) + (f", ... ({len(names)} in all)" if len(names) > count else "")
 
 
 def _scores(identification: Activations, n_logits: int) -> NeuronScores:

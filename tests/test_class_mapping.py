@@ -132,3 +132,19 @@ def test_unreadable_or_gapped_metadata_gives_none(tiny):
     onnx.helper.set_model_props(model, {"id2label": json.dumps({"0": "a", "2": "c"})})
     assert graph_class_names(model) is None
     assert parse_names("{not json") is None
+
+
+def test_named_labels_follow_the_models_own_class_names(tiny, tmp_path):
+    """Without --classes, names the graph carries (here id2label) map in the model's order, not sorted."""
+    model_path, data_path, _ = tiny()
+    model = onnx.load(model_path)
+    onnx.helper.set_model_props(model, {"id2label": json.dumps({"0": "emu", "1": "dog", "2": "cat"})})
+    onnx.save(model, tmp_path / "named.onnx")
+    arrays = dict(np.load(data_path))
+    np.savez(tmp_path / "names.npz", x=arrays["x"], labels=np.array(["emu", "dog", "cat"])[arrays["labels"]])
+    by_name = ntonnx.evaluate(tmp_path / "named.onnx", tmp_path / "names.npz")
+    by_index = ntonnx.evaluate(tmp_path / "named.onnx", data_path)
+    assert by_name.classes == {"emu": 0, "dog": 1, "cat": 2}
+    assert by_name.metrics.accuracy == by_index.metrics.accuracy
+    report = ntonnx.tune(tmp_path / "named.onnx", tmp_path / "t.onnx", data=tmp_path / "names.npz").to_dict()
+    assert report["classes"] == {"emu": 0, "dog": 1, "cat": 2} and report["model_class_names"] == ["emu", "dog", "cat"]

@@ -104,7 +104,7 @@ def image_folder(
         if not files:
             raise DataError(
                 f"class folder '{root / folder}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                "every class needs samples"
+                "add images or remove the folder"
             )
         paths += files
         names += [folder] * len(files)

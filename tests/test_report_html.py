@@ -130,6 +130,13 @@ def test_html_report_for_auto_lists_its_candidates(sample, tmp_path):
     assert "http://" not in page and "https://" not in page
 
 
+def test_html_report_for_erm_has_no_scores_and_no_change(sample, tmp_path):
+    report = _tune_report(sample, tmp_path, "erm")
+    assert report["delta"] is None and report["head_change"] is None and report["auto"] is None
+    page = render_html(report)
+    assert "No scores: method erm: it does not use them." in page and "No neuron was suppressed." in page
+
+
 def test_fields_stay_small_for_1000_classes():
     rng = np.random.default_rng(0)
     n_classes, dim, n = 1000, 2048, 20000

@@ -148,3 +148,12 @@ def test_named_labels_follow_the_models_own_class_names(tiny, tmp_path):
     assert by_name.metrics.accuracy == by_index.metrics.accuracy
     report = ntonnx.tune(tmp_path / "named.onnx", tmp_path / "t.onnx", data=tmp_path / "names.npz").to_dict()
     assert report["classes"] == {"emu": 0, "dog": 1, "cat": 2} and report["model_class_names"] == ["emu", "dog", "cat"]
+
+
+def test_too_large_a_matching_is_skipped(monkeypatch):
+    import ntonnx.method.class_mapping as module
+
+    monkeypatch.setattr(module, "MAX_CELLS", 3)
+    labels = np.repeat([0, 1], 20)
+    result = module.best_class_mapping(labels, 1 - labels, 2)  # swapped, but not checked
+    assert result.moved == [] and result.accuracy == 0.0 and not result.far_better

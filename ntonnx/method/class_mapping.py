@@ -26,11 +26,13 @@ the data's own order **and** at least :data:`MIN_RATIO` (2) times it, over at le
 :data:`MIN_SAMPLES` (10) samples. A weak or biased model that is merely confused between two
 classes (45% vs 55%) passes; a model that predicts one class where the data says another most of
 the time (19% vs 81% on the NSFW model) does not. The criterion looks at the moved classes only,
-so two swapped classes among 1000 are found even though overall accuracy barely moves.
+so two swapped classes among 1000 are found even though overall accuracy barely moves. Above
+:data:`MAX_CELLS` (some 5000 classes each way) the matching is skipped, with an info log.
 """
 
 from __future__ import annotations
 
+import logging
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,12 +41,17 @@ import numpy as np
 
 from ntonnx.errors import DataError
 
+logger = logging.getLogger("ntonnx")
+
 #: Refuse when the best mapping is this much more accurate (absolute) on the classes it moves ...
 MIN_GAIN = 0.30
 #: ... and this many times as accurate ...
 MIN_RATIO = 2.0
 #: ... on at least this many samples.
 MIN_SAMPLES = 10
+#: Above this many cells (classes present x classes present or predicted) the check is skipped:
+#: the matching would take minutes and gigabytes (about 5000 classes each way).
+MAX_CELLS = 25_000_000
 #: Moved classes named one by one in messages; the rest are counted.
 _SHOWN = 5
 
@@ -106,13 +113,19 @@ def best_class_mapping(labels: np.ndarray, predictions: np.ndarray, n_classes: i
     labels = np.asarray(labels, dtype=np.int64)
     predictions = np.asarray(predictions, dtype=np.int64)
     present = np.unique(labels)
-    counts = np.bincount(labels * n_classes + predictions, minlength=n_classes * n_classes)
-    matrix = counts.reshape(n_classes, n_classes)[present].astype(np.float64)
-    # Rows are the classes present; the bonus on each one's own column breaks ties towards no change.
-    bonus = np.zeros_like(matrix)
-    bonus[np.arange(len(present)), present] = 1.0 / (n_classes + 1)
-    rows, columns = linear_sum_assignment(matrix + bonus, maximize=True)
-    mapping = {int(present[r]): int(c) for r, c in zip(rows, columns, strict=True)}
+    # Columns: the classes present or predicted. A class nobody predicts scores 0 for every row, as
+    # does the row's own column when unpredicted, so leaving such columns out loses no assignment.
+    used = np.union1d(present, predictions)
+    if len(present) * len(used) > MAX_CELLS:
+        logger.info("class-order check skipped: %d x %d classes is too large a matching", len(present), len(used))
+        return _unchanged(labels, predictions, present)
+    rows_of, columns_of = np.searchsorted(present, labels), np.searchsorted(used, predictions)
+    counts = np.bincount(rows_of * len(used) + columns_of, minlength=len(present) * len(used))
+    matrix = counts.reshape(len(present), len(used)).astype(np.float64)
+    # The bonus on each row's own column breaks ties towards no change (less than one sample in all).
+    matrix[np.arange(len(present)), np.searchsorted(used, present)] += 1.0 / (n_classes + 1)
+    rows, columns = linear_sum_assignment(matrix, maximize=True)
+    mapping = {int(present[r]): int(used[c]) for r, c in zip(rows, columns, strict=True)}
     target = np.zeros(n_classes, dtype=np.int64)
     for y, k in mapping.items():
         target[y] = k
@@ -130,6 +143,13 @@ def best_class_mapping(labels: np.ndarray, predictions: np.ndarray, n_classes: i
         moved_best_accuracy=float((predictions[in_moved] == target[labels[in_moved]]).sum() / max(n_moved, 1)),
         n_moved_samples=n_moved,
     )
+
+
+def _unchanged(labels: np.ndarray, predictions: np.ndarray, present: np.ndarray) -> ClassMapping:
+    """The result when no matching was run: the data's order, as it is."""
+    accuracy = float((predictions == labels).mean()) if len(labels) else 0.0
+    mapping = {int(y): int(y) for y in present}
+    return ClassMapping(len(labels), accuracy, accuracy, mapping, [], 0.0, 0.0, 0)
 
 
 def check_class_mapping(

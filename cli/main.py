@@ -119,12 +119,13 @@ def inspect(model: str, as_json: bool, **params) -> None:
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never an input).")
 @DATA
 @RUN
 @HEAD
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def extract(ctx, model, data, out, as_json, **params):
+def extract(ctx, model, data, out, force, as_json, **params):
     """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
     import ntonnx
 
@@ -136,6 +137,7 @@ def extract(ctx, model, data, out, as_json, **params):
         data_options=DATA.build(params),
         progress=_progress(ctx),
         save_to=out,
+        force=force,
     )
     payload = {
         "output": out,
@@ -162,7 +164,7 @@ def extract(ctx, model, data, out, as_json, **params):
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
 @TUNE
 @click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@click.option("--force", is_flag=True, help="Replace --out and --report if they exist (never an input).")
 @DATA
 @RUN
 @HEAD
@@ -188,10 +190,9 @@ def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force
         data_options=DATA.build(params),
         force=force,
         progress=_progress(ctx),
+        report=report,
     )
     payload = result.to_dict()
-    if report:
-        _write_json(report, payload)
 
     def text() -> str:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -244,13 +245,6 @@ def evaluate(ctx, model, data, as_json, **params) -> None:
 
 def _mapping(classes: dict[str, int]) -> str:
     return ", ".join(f"{name}={index}" for name, index in classes.items())
-
-
-def _write_json(path: str, payload: dict) -> None:
-    """Write the report atomically so a pipeline never reads half of it."""
-    from ntonnx.files import write_atomic
-
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)), option="--report")
 
 
 if __name__ == "__main__":

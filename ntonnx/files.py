@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 import threading
 import zipfile
@@ -28,33 +29,115 @@ def check_output_path(
 ) -> Path:
     """Validate a path ntonnx is about to write, before any work is done; return it as a Path.
 
+    The one rule for every output (``tune -o``, its ``.data`` file, ``extract -o``, ``--report``):
+    never an input file nor inside an input folder, never anything but a regular file or nothing
+    (a FIFO or a device would be replaced by a regular file), an existing file only with ``force``,
+    in a directory that exists and is writable.
+
     Parameters
     ----------
     path : where the output goes.
     option : the CLI option that chose it (``"--out"``, ``"--report"``), for messages.
-    inputs : files this run reads; the output may never be one of them.
+    inputs : files and folders this run reads; the output may never be one of them or lie inside one.
     force : whether an existing file may be replaced.
     """
     path = Path(path)
-    if path.exists() and any(_same_file(path, Path(p)) for p in inputs):
-        raise UsageError(f"{option} '{path}' is an input file; choose another path")
+    for given in inputs:
+        if _same_file(path, Path(given)):
+            raise UsageError(f"{option} '{path}' is an input file; choose another path")
+        if _inside(path, Path(given)):
+            raise UsageError(f"{option} '{path}' lies inside input folder '{given}'; choose another path")
     if path.is_dir():
         raise UsageError(f"{option} '{path}' is a directory; expected a file path")
+    if _exists(path) and not _is_regular(path):
+        raise UsageError(f"{option} '{path}' exists and is not a regular file; choose another path")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{option} '{path}': directory '{parent}' does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{option} '{path}': directory '{parent}' is not writable")
-    if path.exists() and not force:
+    if _exists(path) and not force:
         raise UsageError(f"{option} '{path}' already exists; pass --force to replace it")
     return path
 
 
+def check_output_paths(
+    outputs: Mapping[str, str | os.PathLike | None],
+    *,
+    inputs: Iterable[str | os.PathLike] = (),
+    force: bool = False,
+) -> dict[str, Path]:
+    """:func:`check_output_path` for each of several outputs of one run, which must also differ.
+
+    ``outputs`` maps an option (``"--out"``, ``"--report"``) to its path (None: not written).
+    """
+    inputs = list(inputs)
+    checked: dict[str, Path] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        path = check_output_path(path, option=option, inputs=inputs, force=force)
+        for other, seen in checked.items():
+            if _resolved(path) == _resolved(seen):
+                raise UsageError(f"{option} '{path}' is also {other}; give each output its own path")
+        checked[option] = path
+    return checked
+
+
 def _same_file(a: Path, b: Path) -> bool:
+    """True when writing ``a`` would write ``b`` (same path after symlinks, or the same inode)."""
+    if _resolved(a) == _resolved(b):
+        return True
     try:
-        return b.exists() and os.path.samefile(a, b)
+        return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """True when ``path`` would be written inside the folder ``folder`` (at any depth)."""
+    try:
+        return folder.is_dir() and _resolved(path).is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+def _resolved(path: Path) -> Path:
+    return Path(os.path.abspath(path)).resolve()
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _is_regular(path: Path) -> bool:
+    """A regular file, or a symlink to one (replacing the link leaves its target alone)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return os.path.islink(path)  # a dangling link: replacing it writes nothing else
+
+
+def file_mode() -> int:
+    """The mode ``open()`` gives a new file under the process umask (e.g. 0o644 under umask 022).
+
+    ``tempfile.mkstemp`` creates files 0o600; an output renamed from one would keep that mode
+    while every other file a user writes follows the umask.
+    """
+    try:
+        with open("/proc/self/status") as status:  # Linux: read without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], option: str, suffix: str = "") -> None:
@@ -74,6 +157,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], None], option:
         os.close(fd)
         try:
             write(Path(tmp))
+            os.chmod(tmp, file_mode())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

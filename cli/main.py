@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import click
@@ -22,6 +24,15 @@ from .options import OptionGroup
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it unwinds (and cleans up) exactly as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
 _DATA_HELP = (
     "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
     "CSV/Parquet/JSONL table or text (with --tokenizer)."
@@ -42,9 +53,10 @@ class _Group(click.Group):
                 raise
             click.echo(f"ntonnx: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("ntonnx: interrupted; no output was written", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo(f"ntonnx: {'terminated' if terminated else 'interrupted'}; no output was written", err=True)
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except click.UsageError as exc:  # a bad option value: one line, like our own errors
             click.echo(f"ntonnx: error: {exc.format_message()}", err=True)
             ctx.exit(exc.exit_code)
@@ -71,6 +83,9 @@ def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 HEAD = OptionGroup(HeadQuery, "head__")

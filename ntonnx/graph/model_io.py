@@ -399,17 +399,17 @@ def _temp_dir_beside(output: Path) -> Iterator[Path]:
 
 
 def _remove_stale_temp_dirs(parent: Path) -> None:
-    """Remove temp folders of dead runs: unlocked ones, and unlocked-format ones over an hour old."""
+    """Remove temp folders of dead runs: those whose lock is free, and lock-less ones over an hour old."""
     now = time.time()
-    for candidate in [*parent.glob(f"{_TMP_PREFIX}*"), *parent.glob(f"{_NEW_PREFIX}*")]:
+    for candidate in parent.glob(f"{_NEW_PREFIX}*"):  # not locked yet, or never will be: judge by age
+        _remove_if_older(candidate, now)
+    for candidate in parent.glob(f"{_TMP_PREFIX}*"):
         try:
             if not stat.S_ISDIR(os.lstat(candidate).st_mode):
                 continue
             fd = os.open(candidate / _LOCK_NAME, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:  # being created, or written by an older ntonnx: judge by age
-            with contextlib.suppress(OSError):
-                if now - os.lstat(candidate).st_mtime > _STALE_UNLOCKED_S:
-                    shutil.rmtree(candidate, ignore_errors=True)
+        except FileNotFoundError:  # written by an older ntonnx, or being removed: judge by age
+            _remove_if_older(candidate, now)
             continue
         except OSError:
             continue
@@ -424,3 +424,9 @@ def _remove_stale_temp_dirs(parent: Path) -> None:
             shutil.rmtree(candidate, ignore_errors=True)
         finally:
             os.close(fd)
+
+
+def _remove_if_older(folder: Path, now: float) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(folder).st_mode) and now - os.lstat(folder).st_mtime > _STALE_UNLOCKED_S:
+            shutil.rmtree(folder, ignore_errors=True)

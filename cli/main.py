@@ -33,6 +33,8 @@ class _Terminated(KeyboardInterrupt):
 
 def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
+
+
 _DATA_HELP = (
     "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
     "CSV/Parquet/JSONL table or text (with --tokenizer)."

@@ -159,7 +159,7 @@ def test_a_data_file_in_the_current_directory_does_not_block_another_folder(exte
                   external / "out" / "y.onnx", cwd=external / "cwd")  # fmt: skip
     assert code == 0
     assert (external / "cwd" / "y.onnx.data").read_bytes() == b"unrelated"
-    assert load_model(external / "out" / "y.onnx").external_files == {str((external / "out" / "y.onnx.data"))}
+    assert load_model(external / "out" / "y.onnx").external_files == {str(external / "out" / "y.onnx.data")}
 
 
 def test_force_over_a_previous_external_data_output_works_from_anywhere(external):

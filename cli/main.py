@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 
 import click
@@ -45,7 +46,7 @@ class _Group(click.Group):
     """Maps library errors to one-line messages and exit codes."""
 
     def invoke(self, ctx: click.Context):
-        from ntonnx.errors import NtonnxError
+        from ntonnx.errors import NtonnxError, printable
 
         debug = "--debug" in sys.argv or ctx.params.get("debug", False)
         try:
@@ -67,8 +68,9 @@ class _Group(click.Group):
         except Exception as exc:
             if debug:
                 raise
+            message = printable(str(exc))
             click.echo(
-                f"ntonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"ntonnx: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
@@ -88,6 +90,16 @@ def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
         ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a ConvergenceWarning, NumPy's) as one log line like ntonnx's own, not two with source."""
+    from ntonnx.errors import printable
+
+    logging.getLogger("ntonnx").warning("%s", printable(str(message)))
 
 
 HEAD = OptionGroup(HeadQuery, "head__")
@@ -111,7 +123,10 @@ def _progress(ctx: click.Context):
 
 
 def _emit(as_json: bool, payload: dict, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    """Print JSON or the text summary; paths with undecodable bytes (a latin-1 name) are shown escaped."""
+    from ntonnx.errors import printable
+
+    click.echo(json.dumps(payload, indent=2) if as_json else "\n".join(map(printable, text().split("\n"))))
 
 
 @main.command()

@@ -34,7 +34,7 @@ from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
-from ntonnx.method.splits import stratified_split
+from ntonnx.method.splits import split_roles
 from ntonnx.session import PathLike, ProgressFactory, Session
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
@@ -381,7 +381,7 @@ def _extract_roles(
     """
     split = None
     if sources.tuning is None:
-        split = stratified_split(sources.heldout.labels, options.split, options.seed)
+        split = split_roles(sources.heldout.labels, options.split, options.seed, _describe(sources.heldout))
     in_order = split is not None and isinstance(sources.heldout, Dataset)
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None

@@ -16,7 +16,7 @@ import numpy as np
 
 from ntonnx.activations import n_label_classes
 from ntonnx.data.dataset import ArrayDataset, InputSpec, check_finite, dims
-from ntonnx.data.labels import encode_groups, encode_labels
+from ntonnx.data.labels import encode_groups, encode_labels, in_int64_range
 from ntonnx.errors import DataError
 
 logger = logging.getLogger("ntonnx")
@@ -122,9 +122,12 @@ def _labels(raw: np.ndarray, n_classes: int, source: str) -> np.ndarray:
 def _integer_vector(raw: np.ndarray, key: str, source: str) -> np.ndarray:
     if raw.ndim != 1:
         raise DataError(f"data '{source}': '{key}' must be a vector, got shape {raw.shape}")
-    if raw.dtype.kind in "iu":
-        return raw.astype(np.int64)
-    if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+    if raw.dtype.kind in "iu" or (raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+        too_large = np.flatnonzero(~in_int64_range(raw))
+        if too_large.size:
+            raise DataError(
+                f"data '{source}': '{key}'[{too_large[0]}] = {raw[too_large[0]]:.6g} is too large for a class index"
+            )
         return raw.astype(np.int64)
     raise DataError(f"data '{source}': '{key}' must hold integers, got dtype {raw.dtype}")
 

@@ -61,6 +61,11 @@ class TextDataset(StreamingDataset):
     def _strings(self, column, name: str, start: int) -> list[str]:
         values = column.to_pylist()
         for row, value in enumerate(values):
+            if isinstance(value, bytes):  # pyarrow's type for text that is not valid UTF-8
+                raise DataError(
+                    f"data '{self.source}': column '{name}' at row {start + row} is not UTF-8 text "
+                    f"({value[:40]!r}); save the file as UTF-8"
+                )
             if not isinstance(value, str):
                 what = "empty" if value is None else f"{type(value).__name__} {value!r}, not text,"
                 raise DataError(f"data '{self.source}': column '{name}' is {what} at row {start + row}")

@@ -67,7 +67,10 @@ class ModelRunner:
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime logs a failing node as a colour-coded line of its own on stderr, then raises
+        # the same text, which ntonnx reports as its one-line error: keep its log to fatal errors
+        # unless ntonnx itself logs debug details.
+        options.log_severity_level = 1 if logger.isEnabledFor(logging.DEBUG) else 4
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
@@ -129,7 +132,7 @@ class _Rows:
     into one array allocated at the first batch (at row ``destination[i]`` for sample ``i`` when
     a destination is given); keeping a list of chunks and concatenating at the end would hold the
     embedding matrix twice at the peak. Any other output (not per sample, or changing shape) is
-    kept as chunks and concatenated at the end.
+    kept as chunks and concatenated at the end (a scalar as one value per batch).
     """
 
     def __init__(self, total: int, destination: np.ndarray | None = None):
@@ -140,7 +143,7 @@ class _Rows:
         self.chunks: list[np.ndarray] | None = None
 
     def add(self, value: np.ndarray, n: int, fed: int) -> None:
-        part = value[:n]
+        part = value[:n] if value.ndim else value.reshape(1)  # a scalar output: one value per batch
         if self.chunks is None and value.ndim and len(value) == fed and self.done + n <= self.total:
             if self.array is None:
                 self.array = np.empty((self.total, *part.shape[1:]), dtype=part.dtype)

@@ -31,6 +31,7 @@ def encode_labels(
     n_classes : number of the model's classes (1 for a single-logit binary head).
     source, column : where the labels come from, for messages.
     classes : class names in the model's output order; names in ``values`` must be among them.
+        With it, labels are names always: numbers are read as the names they spell ("90").
 
     Returns
     -------
@@ -46,9 +47,11 @@ def encode_labels(
         if len(classes) > n_model:
             raise DataError(f"the class list names {len(classes)} classes, the model has {n_model}")
     raw = _as_array(values, source, column)
-    named = raw.dtype.kind in "US" and (
-        (classes is not None and set(raw.tolist()) <= set(classes)) or not _all_integers(raw)
-    )
+    if classes is not None and raw.dtype.kind in "iuf":
+        # With a class list, labels are names, always: a table's "90" is read as the number 90,
+        # which is the class named "90" (as in an image folder), not index 90.
+        raw = _as_names(raw, source, column)
+    named = raw.dtype.kind in "US" and (classes is not None or not _all_integers(raw))
     if named:
         labels, names = _by_name(raw, classes, n_model, source, column)
     else:
@@ -108,6 +111,21 @@ def in_int64_range(raw: np.ndarray) -> np.ndarray:
     if raw.dtype.kind == "f":
         return np.abs(raw) < 2.0**63
     return np.ones(raw.shape, dtype=bool)
+
+
+def _as_names(raw: np.ndarray, source: str, column: str) -> np.ndarray:
+    """Numeric labels as the names they spell: 90 and 90.0 are "90"; 0.5 is refused."""
+    if raw.dtype.kind == "f":
+        fractional = np.flatnonzero(raw != np.round(raw))
+        if fractional.size:
+            raise DataError(
+                f"data '{source}': {column} at row {fractional[0]} is {raw[fractional[0]]}, not a class name"
+            )
+        large = np.flatnonzero(~in_int64_range(raw))
+        if large.size:
+            raise DataError(f"data '{source}': {column} at row {large[0]} is {raw[large[0]]:.6g}, not a class name")
+        raw = raw.astype(np.int64)
+    return raw.astype(str)
 
 
 def _is_utf8(value: str) -> bool:

@@ -8,7 +8,9 @@ sees half of it. File-system errors become a one-line :class:`UsageError` naming
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 import stat
 import tempfile
@@ -217,24 +219,111 @@ class BackgroundDigest:
         return self._value
 
 
+class NpzArchive(Mapping):
+    """The arrays of an ``.npz`` file, each read only when asked for, after its header is checked.
+
+    An archive may hold arrays a run never needs (notes, another model's inputs): they are never
+    decompressed. An array whose header declares more bytes than the machine's memory is refused
+    with a :class:`DataError` naming its size, before any allocation. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DataError(f"data file '{self.path}' does not exist")
+        if self.path.is_dir():
+            raise DataError(f"data path '{self.path}' is a directory; expected an .npz file")
+        try:
+            self._zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+            if _is_npy(self.path):
+                raise DataError(
+                    f"data file '{self.path}' holds a single array; expected an .npz archive of named arrays"
+                ) from None
+            raise DataError(f"data file '{self.path}' is not a readable .npz archive ({exc})") from None
+        self._members = {n[: -len(".npy")]: n for n in self._zip.namelist() if n.endswith(".npy")}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __enter__(self) -> NpzArchive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._zip.close()
+
+    def __iter__(self):
+        return iter(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, key) -> bool:
+        return key in self._members
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            if key not in self._members:
+                raise KeyError(key)
+            self._cache[key] = self._read(key)
+        return self._cache[key]
+
+    def declared(self, key: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype the array's header declares, read without decompressing the array."""
+        try:
+            with self._zip.open(self._members[key]) as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                else:
+                    shape, _, dtype = np.lib.format._read_array_header(member, version)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+            raise DataError(f"data file '{self.path}' has an unreadable array '{key}' ({exc})") from None
+        return tuple(shape), dtype
+
+    def _read(self, key: str) -> np.ndarray:
+        shape, dtype = self.declared(key)
+        size = math.prod(shape) * dtype.itemsize
+        memory = physical_memory()
+        if memory is not None and size > memory:
+            raise DataError(
+                f"data file '{self.path}': array '{key}' declares shape {shape} of {dtype} ({_gib(size)}), "
+                f"more than this machine's memory ({_gib(memory)})"
+            )
+        if dtype.hasobject:
+            raise DataError(f"data file '{self.path}': array '{key}' holds Python objects; expected numbers or text")
+        try:
+            with self._zip.open(self._members[key]) as member:
+                return np.lib.format.read_array(member, allow_pickle=False)
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"data file '{self.path}' has an unreadable array '{key}' ({exc})") from None
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+def _is_npy(path: Path) -> bool:
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
+        return handle.read(6) == b"\x93NUMPY"
+    return False
+
+
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read every array of an ``.npz`` file, or raise a :class:`DataError` saying why not."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file '{path}' does not exist")
-    if path.is_dir():
-        raise DataError(f"data path '{path}' is a directory; expected an .npz file")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"data file '{path}' is not a readable .npz archive ({exc})") from None
-    if not isinstance(loaded, Mapping):
-        raise DataError(f"data file '{path}' holds a single array; expected an .npz archive of named arrays")
-    try:
-        with loaded:
-            return {key: loaded[key] for key in loaded.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"data file '{path}' has an unreadable array ({exc})") from None
+    with NpzArchive(path) as archive:
+        return {key: archive[key] for key in archive}
 
 
 def npz_members(path: str | os.PathLike) -> list[str] | None:

@@ -367,7 +367,9 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     classes = getattr(heldout, "class_names", None)
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
-    sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
+    # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
+    real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
+    sample = session.verification_sample(real)
     return _Sources(heldout, tuning, evaluation, sample)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -227,6 +228,7 @@ class ImagePipeline:
         than the crop.
         """
         Image = require_extra("PIL.Image", "images", "reading images")
+        _quiet_pillow_bomb_warning(Image)
         try:
             if not stat.S_ISREG(os.stat(path).st_mode):
                 raise DataError(f"image '{path}' is not a regular file")
@@ -290,6 +292,17 @@ class ImagePipeline:
         if work is not out:
             np.copyto(out, work, casting="unsafe")
         return out
+
+
+def _quiet_pillow_bomb_warning(Image) -> None:
+    """Silence Pillow's warning for images over its pixel limit: ntonnx refuses them itself (``_check_pixels``).
+
+    A ``catch_warnings`` block per image would not do: images are decoded in several threads,
+    and that context manager swaps process-wide state. The filter is added again if someone
+    (a test harness) reset the filters.
+    """
+    if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _resized(size: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:

@@ -70,7 +70,7 @@ class ModelRunner:
         # onnxruntime logs a failing node as a colour-coded line of its own on stderr, then raises
         # the same text, which ntonnx reports as its one-line error: keep its log to fatal errors
         # unless ntonnx itself logs debug details.
-        options.log_severity_level = 1 if logger.isEnabledFor(logging.DEBUG) else 4
+        options.log_severity_level = 2 if logger.isEnabledFor(logging.DEBUG) else 4
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:

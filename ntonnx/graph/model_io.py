@@ -120,7 +120,7 @@ def _external_file(model: Path, location: str, tensor: str) -> Path:
     if ".." in parts or ".." in location.replace("\\", "/").split("/"):
         raise ModelError(f"{where}: it leaves the model's folder ('..')")
     folder = model.parent.absolute()
-    candidate = folder
+    candidate, mode = folder, stat.S_IFDIR  # "." names the folder itself
     for part in parts:
         candidate = candidate / part
         try:

@@ -20,6 +20,7 @@ import onnx
 from ntonnx.activations import Activations
 from ntonnx.data.dataset import Dataset, InputSpec, first_non_finite_row
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
+from ntonnx.files import physical_memory
 from ntonnx.graph.heads import HeadSpec, head_activations
 from ntonnx.graph.model_io import serialize_for_runtime
 
@@ -109,6 +110,7 @@ class ModelRunner:
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
+                self._check_padding(feed, n)
                 feed = {k: _pad(v, self.fixed_batch) for k, v in feed.items()}
             fed = len(next(iter(feed.values())))
             try:
@@ -123,6 +125,20 @@ class ModelRunner:
             # holds two batches in the model's form at once.
             del feed
         return [store.result() for store in stores]
+
+    def _check_padding(self, feed: dict[str, np.ndarray], n: int) -> None:
+        """Refuse to pad a batch to a declared batch size that would not fit in memory.
+
+        A model file may declare any fixed batch (1e10); the size is computed in Python integers
+        before anything is allocated.
+        """
+        size = sum(self.fixed_batch * (value.nbytes // max(len(value), 1)) for value in feed.values())
+        memory = physical_memory()
+        if memory is not None and size > memory // 2:
+            raise ModelError(
+                f"model '{self.label}' declares a fixed batch of {self.fixed_batch}: padding {n} samples to it "
+                f"would take {size:,} bytes (over half of this machine's {memory:,})"
+            )
 
 
 class _Rows:

@@ -109,7 +109,7 @@ def in_int64_range(raw: np.ndarray) -> np.ndarray:
     if raw.dtype.kind == "u":
         return raw <= np.iinfo(np.int64).max
     if raw.dtype.kind == "f":
-        return np.abs(raw) < 2.0**63
+        return np.abs(raw.astype(np.float64)) < 2.0**63
     return np.ones(raw.shape, dtype=bool)
 
 

@@ -264,7 +264,7 @@ class StagedModel:
     Attributes
     ----------
     path : the temporary model file (check it here).
-    files : the destination files, in the order they are renamed into place (data file first).
+    files : the destination files once in place: the model, then its data file if it has one.
     """
 
     path: Path
@@ -299,7 +299,7 @@ def staged_model(
             yield staged
             names = [data_name, out.name] if has_data else [out.name]
             _move_into_place(tmp, out.parent, names)
-            staged.files = [out.parent / name for name in names]
+            staged.files = [out.parent / name for name in reversed(names)]
     except OSError as exc:  # read-only or full file system, permissions, a vanished directory
         raise UsageError(f"--out '{out}': cannot write there ({exc.strerror or exc})") from None
 

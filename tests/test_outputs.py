@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from ntonnx_cli.main import main
 from onnx import numpy_helper
 
+from ntonnx import errors as ntonnx_errors
 from ntonnx.graph.model_io import load_model, staged_model
 
 USAGE, MODEL = 2, 3
@@ -310,3 +311,27 @@ def test_sparse_initializer_external_data_is_read_beside_the_model_not_the_cwd(t
     os.replace(tmp_path / "cwd" / "sparse.bin", tmp_path / "model" / "sparse.bin")
     loaded = load_model(tmp_path / "model" / "m.onnx")
     assert numpy_helper.to_array(loaded.proto.graph.sparse_initializer[0].values).tolist() == [1.0, 2.0]
+
+
+def test_a_failed_swap_puts_the_old_pair_back(tmp_path, monkeypatch):
+    """If the new pair cannot be moved in, the old pair is restored: a failed run never leaves no model."""
+    import ntonnx.graph.model_io as model_io
+
+    out = tmp_path / "out.onnx"
+    old, _ = tiny_classifier(seed=1)
+    with staged_model(old, out, external_data=True):
+        pass
+    before = snapshot(tmp_path)
+    real_rename = os.rename
+
+    def failing_rename(src, dst):
+        if Path(src).parent.name.startswith(".ntonnx-tmp-") and Path(dst) == out:
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(model_io.os, "rename", failing_rename)
+    new, _ = tiny_classifier(seed=2)
+    with pytest.raises(ntonnx_errors.UsageError, match="No space left"), staged_model(new, out, external_data=True):
+        pass
+    assert snapshot(tmp_path) == before
+    load_model(out)

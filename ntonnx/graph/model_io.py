@@ -102,7 +102,7 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> frozenset[str]:
         tensor.raw_data = _read_range(path, files[location], entries, tensor.name)
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]
-    return frozenset(str(file) for file in files.values())
+    return frozenset(str(file.resolve()) for file in files.values())
 
 
 def _external_file(model: Path, location: str, tensor: str) -> Path:

@@ -343,7 +343,7 @@ def check_tune_outputs(
     existing one is replaced only with ``force``, like ``out`` itself.
     """
     outputs = {"--out": out, "--report": report}
-    if session.loaded.external_files:
+    if session.loaded.writes_data_file:
         outputs["--out (its external data)"] = Path(str(out) + ".data")
     return check_output_paths(outputs, inputs=_inputs(session, *data), force=force)
 

@@ -58,6 +58,11 @@ class LoadedModel:
     external_files: frozenset[str]
 
     @property
+    def writes_data_file(self) -> bool:
+        """Whether a model written from this one gets a ``.data`` file: it had one, or is too big for one file."""
+        return bool(self.external_files) or self.proto.ByteSize() >= _PROTOBUF_SAFE_BYTES
+
+    @property
     def protected_paths(self) -> frozenset[str]:
         """Files an output must never replace: the model itself and its data files."""
         return self.external_files | {str(self.path.resolve())}

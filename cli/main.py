@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Callable
 
 import click
@@ -22,6 +25,17 @@ from .options import OptionGroup
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it unwinds (and cleans up) exactly as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 _DATA_HELP = (
     "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
     "CSV/Parquet/JSONL table or text (with --tokenizer)."
@@ -32,7 +46,7 @@ class _Group(click.Group):
     """Maps library errors to one-line messages and exit codes."""
 
     def invoke(self, ctx: click.Context):
-        from ntonnx.errors import NtonnxError
+        from ntonnx.errors import NtonnxError, printable
 
         debug = "--debug" in sys.argv or ctx.params.get("debug", False)
         try:
@@ -42,9 +56,10 @@ class _Group(click.Group):
                 raise
             click.echo(f"ntonnx: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("ntonnx: interrupted; no output was written", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo(f"ntonnx: {'terminated' if terminated else 'interrupted'}; no output was written", err=True)
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except click.UsageError as exc:  # a bad option value: one line, like our own errors
             click.echo(f"ntonnx: error: {exc.format_message()}", err=True)
             ctx.exit(exc.exit_code)
@@ -53,8 +68,9 @@ class _Group(click.Group):
         except Exception as exc:
             if debug:
                 raise
+            message = printable(str(exc))
             click.echo(
-                f"ntonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"ntonnx: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
@@ -71,25 +87,19 @@ def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
-    _warnings_as_log_lines(ctx)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
 
 
-def _warnings_as_log_lines(ctx: click.Context) -> None:
-    """Python warnings (``ConvergenceWarning``, a dependency's) as one log line each, not a source path and code.
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a ConvergenceWarning, NumPy's) as one log line like ntonnx's own, not two with source."""
+    from ntonnx.errors import printable
 
-    Restored when the command ends, so that a test invoking the CLI keeps its own warning settings.
-    """
-    import warnings
-
-    from ntonnx.errors import first_line
-
-    ctx.with_resource(warnings.catch_warnings())  # the filters stay Python's (or the caller's)
-    log = logging.getLogger("ntonnx")
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        log.warning("%s (%s)", first_line(message) if isinstance(message, Warning) else message, category.__name__)
-
-    warnings.showwarning = show
+    logging.getLogger("ntonnx").warning("%s", printable(str(message)))
 
 
 HEAD = OptionGroup(HeadQuery, "head__")
@@ -113,7 +123,10 @@ def _progress(ctx: click.Context):
 
 
 def _emit(as_json: bool, payload: dict, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    """Print JSON or the text summary; paths with undecodable bytes (a latin-1 name) are shown escaped."""
+    from ntonnx.errors import printable
+
+    click.echo(json.dumps(payload, indent=2) if as_json else "\n".join(map(printable, text().split("\n"))))
 
 
 @main.command()
@@ -138,12 +151,13 @@ def inspect(model: str, as_json: bool, **params) -> None:
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never an input).")
 @DATA
 @RUN
 @HEAD
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def extract(ctx, model, data, out, as_json, **params):
+def extract(ctx, model, data, out, force, as_json, **params):
     """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
     import ntonnx
 
@@ -155,6 +169,7 @@ def extract(ctx, model, data, out, as_json, **params):
         data_options=DATA.build(params),
         progress=_progress(ctx),
         save_to=out,
+        force=force,
     )
     payload = {
         "output": out,
@@ -185,7 +200,7 @@ def extract(ctx, model, data, out, as_json, **params):
     "--report-html", type=click.Path(), help="Also write the report as one self-contained HTML page (needs [report])."
 )
 @click.option("--plot", type=click.Path(), help="Also write the main figure as a PNG (needs [report]).")
-@click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@click.option("--force", is_flag=True, help="Replace --out and the reports if they exist (never an input).")
 @DATA
 @RUN
 @HEAD
@@ -200,10 +215,6 @@ def tune(
     from .render import metrics_table
 
     options = TUNE.build(params)
-    if report_html or plot:
-        from ntonnx.report.figures import require_matplotlib
-
-        require_matplotlib()  # before the model runs, not after
     result = ntonnx.tune(
         model,
         out,
@@ -217,11 +228,11 @@ def tune(
         data_options=DATA.build(params),
         force=force,
         progress=_progress(ctx),
+        report=report,
+        report_html=report_html,
+        plot=plot,
     )
     payload = result.to_dict()
-    if report:
-        _write_json(report, payload)
-    _write_pictures(payload, report_html, plot)
 
     evaluated_groups = {name: i for i, name in enumerate(payload.get("group_names") or [])}
 
@@ -308,13 +319,6 @@ def _mapping(classes: dict[str, int]) -> str:
         shown = ", ".join(f"{name}={index}" for name, index in list(classes.items())[:10])
         return f"{shown}, ... ({len(classes)} classes)"
     return ", ".join(f"{name}={index}" for name, index in classes.items())
-
-
-def _write_json(path: str, payload: dict) -> None:
-    """Write the report atomically so a pipeline never reads half of it."""
-    from ntonnx.files import write_atomic
-
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)), option="--report")
 
 
 if __name__ == "__main__":

@@ -196,13 +196,19 @@ def extract(ctx, model, data, out, force, as_json, **params):
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
 @TUNE
 @click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
-@click.option("--force", is_flag=True, help="Replace --out and --report if they exist (never an input).")
+@click.option(
+    "--report-html", type=click.Path(), help="Also write the report as one self-contained HTML page (needs [report])."
+)
+@click.option("--plot", type=click.Path(), help="Also write the main figure as a PNG (needs [report]).")
+@click.option("--force", is_flag=True, help="Replace --out and the reports if they exist (never an input).")
 @DATA
 @RUN
 @HEAD
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.pass_context
-def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force, as_json, **params) -> None:
+def tune(
+    ctx, model, data, activations, tune_data, eval_data, out, report, report_html, plot, force, as_json, **params
+) -> None:
     """Re-solve MODEL's head on held-out data and write a drop-in debiased model to --out."""
     import ntonnx
 
@@ -223,8 +229,12 @@ def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force
         force=force,
         progress=_progress(ctx),
         report=report,
+        report_html=report_html,
+        plot=plot,
     )
     payload = result.to_dict()
+
+    evaluated_groups = {name: i for i, name in enumerate(payload.get("group_names") or [])}
 
     def text() -> str:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -234,8 +244,9 @@ def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force
             f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
             *([f"auto chose: {result.selected}"] if result.selected else []),
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
+            *[f"note: {note}" for note in payload.get("notes", [])],
             f"evaluated on {result.evaluated_on}:",
-            metrics_table({"before": result.before, "after": result.after}),
+            metrics_table({"before": result.before, "after": result.after}, result.classes, evaluated_groups),
             f"time: {timings}",
         ])  # fmt: skip
 
@@ -270,12 +281,43 @@ def evaluate(ctx, model, data, as_json, **params) -> None:
         lambda: (
             f"{model} on {data} (provider {result.provider}):\n"
             + (f"classes: {_mapping(result.classes)}\n" if result.classes else "")
-            + metrics_table({"model": result.metrics})
+            + metrics_table({"model": result.metrics}, result.classes, result.groups)
         ),
     )
 
 
+@main.command()
+@click.argument("report_json", metavar="REPORT", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", type=click.Path(), help="HTML page to write (default: REPORT with .html).")
+@click.option("--plot", type=click.Path(), help="Also write the main figure as a PNG.")
+def report(report_json, out, plot) -> None:
+    """Draw a saved JSON report (tune --report) as one self-contained HTML page."""
+    from pathlib import Path
+
+    from ntonnx.report import read_report
+
+    payload = read_report(report_json)
+    out = out or str(Path(report_json).with_suffix(".html"))
+    _write_pictures(payload, out, plot)
+    click.echo(f"wrote {out}" + (f" and {plot}" if plot else ""))
+
+
+def _write_pictures(payload: dict, html: str | None, plot: str | None) -> None:
+    """The HTML page and/or the main figure of a report."""
+    if plot:
+        from ntonnx.report import main_figure, save_figure
+
+        save_figure(main_figure(payload), plot)
+    if html:
+        from ntonnx.report import write_html
+
+        write_html(payload, html)
+
+
 def _mapping(classes: dict[str, int]) -> str:
+    if len(classes) > 20:
+        shown = ", ".join(f"{name}={index}" for name, index in list(classes.items())[:10])
+        return f"{shown}, ... ({len(classes)} classes)"
     return ", ".join(f"{name}={index}" for name, index in classes.items())
 
 

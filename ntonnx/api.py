@@ -30,11 +30,14 @@ from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
 from ntonnx.method.base import FitInputs
+from ntonnx.method.class_mapping import check_class_mapping
 from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
+from ntonnx.method.solve import fitted_rows
 from ntonnx.method.splits import split_roles
+from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
@@ -102,7 +105,9 @@ class TuneResult:
 
     ``out`` is the path of the tuned model; ``files`` every file written (the model and its
     external data). ``selected`` and ``method_details`` say what a method that chooses among
-    candidates (``auto``) chose and why.
+    candidates (``auto``) chose and why. ``report`` holds what the HTML report draws (confusion
+    matrices, the spuriousness scores, the head's change, names, digests; see
+    :func:`ntonnx.report.fields.report_fields`), merged into ``to_dict()``.
     """
 
     model: str
@@ -125,6 +130,7 @@ class TuneResult:
     groups: dict[str, int] | None = None
     selected: str | None = None
     method_details: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -150,6 +156,7 @@ class TuneResult:
             "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
+            **self.report,
         }
 
 
@@ -248,6 +255,8 @@ def tune(
     force: bool = False,
     progress: ProgressFactory | None = None,
     report: PathLike | None = None,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
 ) -> TuneResult:
     """Re-solve ``model``'s head and write the tuned model to ``out``.
 
@@ -265,9 +274,11 @@ def tune(
         ``tune_data`` and ``eval_data``, and class names map to the same indices in all three.
     force : replace ``out`` (and ``report``) if it exists (never an input file).
     report : also write the JSON report (``TuneResult.to_dict()``) to this file, atomically.
+    report_html, plot : also write the report as one self-contained HTML page, and its main
+        figure as a PNG (:mod:`ntonnx.report`; need the ``[report]`` extra, checked first).
 
-    Every output path (``out``, its ``.data`` file when the model keeps external data, ``report``)
-    is checked before any work (:func:`ntonnx.files.check_output_paths`): never an input (the
+    Every output path (``out``, its ``.data`` file when the model keeps external data, ``report``,
+    ``report_html``, ``plot``) is checked before any work (:func:`ntonnx.files.check_output_paths`): never an input (the
     model, its data files, any data, tokenizer or preprocessing file), never each other.
     """
     options = options or TuneOptions()
@@ -277,9 +288,16 @@ def tune(
         raise UsageError("give exactly one of --data or --activations")
     heldout_given = data if data is not None else activations
     session = Session(model, head=head, run=run, data_options=data_options)
-    outputs = check_tune_outputs(session, out, report, heldout_given, tune_data, eval_data, force=force)
+    if report_html is not None or plot is not None:
+        from ntonnx.report.figures import require_matplotlib
+
+        require_matplotlib()  # before the model runs, not after
+    outputs = check_tune_outputs(
+        session, out, report, heldout_given, tune_data, eval_data, force=force, report_html=report_html, plot=plot
+    )
     out = outputs["--out"]
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
+    model_names = session.model_class_names
     sources = _open_sources(session, heldout_given, tune_data, eval_data)
     tuning_source, tuning_given = (
         (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
@@ -290,23 +308,61 @@ def tune(
     timings: dict[str, float] = {}
     with _timed(timings, "extraction"):
         heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
+    class_names = getattr(sources.heldout, "class_names", None)
+    for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
+        if acts is not None:
+            check_class_mapping(
+                acts.labels,
+                predict(acts.logits),
+                n_label_classes(session.head.n_classes),
+                source=_describe(given),
+                class_names=class_names,
+                model_class_names=model_names,
+            )
     original = read_head(session.loaded.proto, session.head)
     with _timed(timings, "identification"):
         scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
         refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
     suppressed = [int(i) for i in refit.suppressed]
+    kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
         "suppressed_neurons": suppressed,
         **({"selected": refit.selected} if refit.selected else {}),
+        **({"kept_classes": kept} if kept else {}),
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
         written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
     evaluated = evaluation or heldout
+    before = predict(evaluated.logits)
+    after = _predictions(evaluated.embeddings, refit.W, refit.b)
+    evaluated_source = sources.evaluation if sources.evaluation is not None else sources.heldout
+    fields = report_fields(
+        labels=evaluated.labels,
+        before=before,
+        after=after,
+        n_classes=n_label_classes(session.head.n_classes),
+        class_names=class_names,
+        group_names=getattr(evaluated_source, "group_names", None),
+        model_class_names=model_names,
+        delta=None if scores is None else scores.delta,
+        n_wrong=None if scores is None else scores.n_wrong,
+        n_right=None if scores is None else scores.n_right,
+        suppressed=suppressed,
+        rule=options.rule,
+        threshold=options.threshold,
+        original=original if method.refits else None,
+        tuned=(refit.W, refit.b) if method.refits else None,
+        candidates=refit.details.get("validation"),
+        selected=refit.selected,
+        kept_classes=kept,
+        model_sha256=session.model_digest,
+        data_sha256=provenance["data_sha256"],
+    )
     result = TuneResult(
         model=str(model),
         out=str(out),
@@ -319,8 +375,8 @@ def tune(
         suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
         evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
-        before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(_predictions(evaluated.embeddings, refit.W, refit.b), evaluated.labels, evaluated.groups),
+        before=compute_metrics(before, evaluated.labels, evaluated.groups),
+        after=compute_metrics(after, evaluated.labels, evaluated.groups),
         converged=refit.converged,
         verification=written.verification,
         timings=timings,
@@ -328,21 +384,36 @@ def tune(
         groups=_names(sources.heldout, "group_names"),
         selected=refit.selected,
         method_details=refit.details,
+        report=fields,
     )
     if report is not None:
         write_report(outputs["--report"], result)
+    if report_html is not None or plot is not None:
+        from ntonnx.report import main_figure, save_figure, write_html
+
+        payload = json.loads(json.dumps(result.to_dict()))  # drawn as a saved report would be
+        if report_html is not None:
+            write_html(payload, outputs["--report-html"])
+        if plot is not None:
+            save_figure(main_figure(payload), outputs["--plot"])
     return result
 
 
 def check_tune_outputs(
-    session: Session, out: PathLike, report: PathLike | None, *data: DataLike | Activations | None, force: bool = False
+    session: Session,
+    out: PathLike,
+    report: PathLike | None,
+    *data: DataLike | Activations | None,
+    force: bool = False,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
 ) -> dict[str, Path]:
-    """The checked paths a ``tune`` run writes: ``--out``, its ``.data`` file if any, ``--report``.
+    """The checked paths a ``tune`` run writes: ``--out``, its ``.data`` file if any, the reports.
 
     The output keeps the input's layout, so a model with external data gets ``<out>.data``; an
     existing one is replaced only with ``force``, like ``out`` itself.
     """
-    outputs = {"--out": out, "--report": report}
+    outputs = {"--out": out, "--report": report, "--report-html": report_html, "--plot": plot}
     if session.loaded.writes_data_file:
         outputs["--out (its external data)"] = Path(str(out) + ".data")
     return check_output_paths(outputs, inputs=_inputs(session, *data), force=force)
@@ -397,6 +468,19 @@ def _extract_roles(
         cut = len(split[0])
         return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
     return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
+
+
+def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
+    """Put back the original rows of the classes the tuning data has no sample of; return those classes.
+
+    The solver already keeps them fixed; this makes the guarantee the pipeline's, whatever a
+    method does to the rows it fits (``auto``'s ``direction`` family projects every row).
+    """
+    W0, b0 = original
+    kept = np.setdiff1d(np.arange(W0.shape[0]), fitted_rows(labels, W0.shape[0]))
+    if kept.size:
+        refit.W[kept], refit.b[kept] = W0[kept], b0[kept]
+    return [int(c) for c in kept]
 
 
 def _scores(identification: Activations, n_logits: int) -> NeuronScores:

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ntonnx.activations import Activations, is_activations
+from ntonnx.activations import Activations, is_activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
 from ntonnx.data.dataset import dims
 from ntonnx.errors import DataError, ModelError
 from ntonnx.files import npz_members, sha256_file
+from ntonnx.graph.class_names import graph_class_names
 from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import LoadedModel, load_model, staged_model
 from ntonnx.graph.options import HeadQuery, RunOptions
@@ -85,6 +86,8 @@ class Session:
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
         self._runner: ModelRunner | None = None
+        #: The class names the graph carries (ZipMap labels, metadata), or None.
+        self.model_class_names = graph_class_names(self.loaded.proto, n_label_classes(self.head.n_classes))
 
     @property
     def runner(self) -> ModelRunner:
@@ -107,7 +110,9 @@ class Session:
 
         ``classes`` (class names in model order) maps labels given as names, unless the data
         options name the classes themselves: pass the first data set's ``class_names`` when
-        opening the next, so that every set agrees on what index 2 means.
+        opening the next, so that every set agrees on what index 2 means. Without either, names
+        the model's own class names cover map in the model's order (the one its outputs follow),
+        else in sorted order.
         """
         if isinstance(source, Activations):
             return self._checked(source, "activations")
@@ -118,7 +123,19 @@ class Session:
         options = self.data_options
         if classes is not None and options.classes is None:
             options = options.with_classes(classes)
-        return open_dataset(source, self.input_specs, self.head.n_classes, options)
+        dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+        names, own = dataset.class_names, self.model_class_names
+        if (
+            options.classes is None
+            and names is not None
+            and own is not None
+            and names != own
+            and set(names) <= set(own)
+        ):
+            shown = ", ".join(own[:10]) + (", ..." if len(own) > 10 else "")
+            logger.info("data '%s': class names mapped in the model's own order (%s)", source, shown)
+            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options.with_classes(own))
+        return dataset
 
     def activations(
         self, source: Dataset | Activations, progress: ProgressFactory | None = None, order: np.ndarray | None = None

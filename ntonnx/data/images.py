@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ntonnx.data.dataset import StreamingDataset
-from ntonnx.data.labels import encode_labels
+from ntonnx.data.labels import FOLDER, encode_labels
 from ntonnx.data.preprocess import ImagePipeline
 from ntonnx.data.tables import TableFile, read_labels
 from ntonnx.errors import DataError
@@ -104,12 +104,12 @@ def image_folder(
         if not files:
             raise DataError(
                 f"class folder '{root / folder}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                "every class needs samples"
+                "add images or remove the folder"
             )
         paths += files
         names += [folder] * len(files)
     labels, class_names = encode_labels(
-        np.array(names), n_classes, str(root), "class folder", list(classes) if classes is not None else None
+        np.array(names), n_classes, str(root), FOLDER, list(classes) if classes is not None else None
     )
     return ImageDataset(paths, pipeline, labels, None, str(root), class_names, workers=workers)
 

@@ -3,17 +3,24 @@
 Users label data the way their pipeline does: class indices, or class names ("cat", "dog").
 Names map through a class list the user gives (in the model's output order) or, failing that,
 the sorted unique names; the mapping used is kept so the report can show it. A sorted-name
-mapping is only a guess unless every model class is present, so it is refused otherwise.
+mapping is only a guess unless every model class is present, so it is refused otherwise. A class
+list may name classes the data has no samples of (held-out data covering only some classes).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from ntonnx.activations import n_label_classes
 from ntonnx.errors import DataError
+
+logger = logging.getLogger("ntonnx")
+
+#: The ``column`` name image folders pass: their labels come from sub-folder names.
+FOLDER = "class folder"
 
 
 def encode_labels(
@@ -54,19 +61,16 @@ def encode_labels(
     named = raw.dtype.kind in "US" and (classes is not None or not _all_integers(raw))
     if named:
         labels, names = _by_name(raw, classes, n_model, source, column)
+        shown = ", ".join(f"{name}={i}" for i, name in enumerate(names[:10])) + (", ..." if len(names) > 10 else "")
+        order = "the order given" if classes is not None else "sorted order (pass --classes to set it)"
+        logger.info("data '%s': %s names mapped to the model's classes in %s: %s", source, column, order, shown)
     else:
         labels, names = _integers(raw, source, column), classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_model))
     if bad.size:
-        raise DataError(
-            f"data '{source}': {column} at row {bad[0]} is {labels[bad[0]]}, "
-            f"outside the model's classes 0..{n_model - 1}"
-        )
-    if names is not None:
-        counts = np.bincount(labels, minlength=len(names))
-        empty = np.flatnonzero(counts[: len(names)] == 0)
-        if empty.size:
-            raise DataError(f"data '{source}': class {names[empty[0]]!r} (index {empty[0]}) has no samples")
+        # an image folder's labels are its sub-folders: name the folder, not a row nobody sees
+        where = f"class folder '{raw[bad[0]]}'" if column == FOLDER else f"{column} at row {bad[0]}"
+        raise DataError(f"data '{source}': {where} is {labels[bad[0]]}, outside the model's classes 0..{n_model - 1}")
     return labels, names
 
 

@@ -15,6 +15,7 @@ the channels fed to the model (RGB, or BGR for Caffe-style models).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import warnings
@@ -26,6 +27,8 @@ import numpy as np
 from ntonnx.data.dataset import InputSpec, dims, require_extra
 from ntonnx.errors import DataError, UsageError
 from ntonnx.options import numbers, option
+
+logger = logging.getLogger("ntonnx")
 
 #: The most pixels an image may have, decoded or after resizing: Pillow's own decompression-bomb
 #: limit (``PIL.Image.MAX_IMAGE_PIXELS``), checked before decoding and before resizing.
@@ -185,6 +188,18 @@ class ImagePreprocess:
         interpolation = (self.interpolation or "bilinear").lower()
         if interpolation not in INTERPOLATIONS:
             raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
+        logger.info(
+            "images for %s: resize %s, center crop %s, %s %s, x%g, mean %s, std %s, %s interpolation",
+            where,
+            resize or "none",
+            _size_text(crop) if crop else "none",
+            order,
+            layout,
+            scale,
+            np.round(mean, 4).tolist(),
+            np.round(std, 4).tolist(),
+            interpolation,
+        )
         return ImagePipeline(
             input_name=spec.name,
             resize=resize,

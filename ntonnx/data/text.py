@@ -9,6 +9,7 @@ inputs the model declares are produced.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 from ntonnx.data.dataset import InputSpec, StreamingDataset, dims, require_extra
 from ntonnx.data.tables import Labelled, TableFile, read_labels
 from ntonnx.errors import DataError, UsageError, first_line
+
+logger = logging.getLogger("ntonnx")
 
 #: Model input name -> attribute of a ``tokenizers.Encoding``.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
@@ -123,8 +126,9 @@ def load_tokenizer(path: str | os.PathLike, max_length: int | None, pad_token: s
         tokenizer = tokenizers.Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust side raises plain Exception
         raise UsageError(f"--tokenizer '{path}' is not a readable tokenizer.json: {first_line(exc)}") from None
+    origin = "the model's inputs or --max-length"
     if max_length is None:
-        max_length = (tokenizer.truncation or {}).get("max_length")
+        max_length, origin = (tokenizer.truncation or {}).get("max_length"), "the tokenizer file"
         if max_length is None:
             raise UsageError("the model's sequence length is free and the tokenizer sets none; pass --max-length N")
         if max_length > MAX_TOKENIZER_LENGTH:
@@ -139,6 +143,13 @@ def load_tokenizer(path: str | os.PathLike, max_length: int | None, pad_token: s
         if token is None or tokenizer.token_to_id(token) is None:
             raise UsageError(f"tokenizer '{path}' has no padding token {token or ''}; pass --pad-token TOKEN")
         padding.update(pad_token=token, pad_id=tokenizer.token_to_id(token))
+    logger.info(
+        "tokenizer '%s': %d tokens per sequence (from %s), padded with %r",
+        path,
+        max_length,
+        origin,
+        padding["pad_token"],
+    )
     tokenizer.enable_truncation(max_length)
     tokenizer.enable_padding(
         direction=padding.get("direction", "right"),

@@ -22,6 +22,7 @@ CASES = {
     "cmnist": "sample_models.cases.cmnist",
     "fashion_scenes": "sample_models.cases.fashion_scenes",
     "fortunes_minilm": "sample_models.cases.fortunes_minilm",
+    "colored_fashion": "sample_models.cases.colored_fashion",
 }
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "benchmarks" / ".cache"
 

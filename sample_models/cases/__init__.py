@@ -23,6 +23,7 @@ CASES = {
     "fashion_scenes": "sample_models.cases.fashion_scenes",
     "fortunes_minilm": "sample_models.cases.fortunes_minilm",
     "colored_fashion": "sample_models.cases.colored_fashion",
+    "fashion_scenes_ft": "sample_models.cases.fashion_scenes_ft",
 }
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "benchmarks" / ".cache"
 

@@ -24,6 +24,8 @@ CASES = {
     "fortunes_minilm": "sample_models.cases.fortunes_minilm",
     "colored_fashion": "sample_models.cases.colored_fashion",
     "fashion_scenes_ft": "sample_models.cases.fashion_scenes_ft",
+    "cmnist_weak": "sample_models.cases.cmnist_weak",
+    "fortunes_weak": "sample_models.cases.fortunes_weak",
 }
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "benchmarks" / ".cache"
 

@@ -6,8 +6,8 @@ JSON output is the library's ``to_dict()`` as it is; this module only formats fo
 from __future__ import annotations
 
 from ntonnx.api import ModelInfo
-from ntonnx.heads.pooling import Pooling
-from ntonnx.metrics import Metrics
+from ntonnx.graph.heads.pooling import Pooling
+from ntonnx.method.metrics import Metrics
 
 
 def table(rows: list[list[str]]) -> str:

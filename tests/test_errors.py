@@ -17,9 +17,8 @@ import pytest
 from builders import tiny_classifier, tiny_data
 from click.testing import CliRunner
 from conftest import sha256
+from ntonnx_cli.main import main
 from onnx import TensorProto, helper, numpy_helper
-
-from cli.main import main
 
 USAGE, MODEL, DATA = 2, 3, 4
 

@@ -24,11 +24,11 @@ import onnxruntime as ort
 import pytest
 
 import ntonnx
-from ntonnx.data import HeldOutData
-from ntonnx.heads import locate_head, read_head
-from ntonnx.metrics import predict
-from ntonnx.model_io import load_model
-from ntonnx.rewrite import tuned_model
+from ntonnx.data.dataset import ArrayDataset
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import load_model
+from ntonnx.graph.rewrite import tuned_model
+from ntonnx.method.metrics import predict
 from tests.test_heads import numpy_post_ops, relative_error
 
 
@@ -360,20 +360,20 @@ def file_hashes(path: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.parent.glob(path.name + "*"))}
 
 
-def labelled(fixture: Fixture, output: str | None = None, n: int = 96, seed: int = 0) -> HeldOutData:
+def labelled(fixture: Fixture, output: str | None = None, n: int = 96, seed: int = 0) -> ArrayDataset:
     """Random inputs labelled by the model itself, with a third of the labels changed (mistakes)."""
     rng = np.random.default_rng(seed)
     inputs = fixture.inputs(rng, n)
-    unlabelled = HeldOutData(inputs=inputs, labels=np.zeros(n, np.int64), groups=None, source="random")
-    acts = ntonnx.extract(fixture.path, unlabelled, output=output or fixture.output)
+    unlabelled = ArrayDataset(inputs=inputs, labels=np.zeros(n, np.int64), groups=None, source="random")
+    acts = ntonnx.extract(fixture.path, unlabelled, head=ntonnx.HeadQuery(output=output or fixture.output))
     labels = predict(acts.logits)
     flip = rng.random(n) < 1 / 3
     labels[flip] = rng.integers(0, max(acts.logits.shape[1], 2), flip.sum())
-    return HeldOutData(inputs=inputs, labels=labels, groups=None, source="random")
+    return ArrayDataset(inputs=inputs, labels=labels, groups=None, source="random")
 
 
 def test_inspect_finds_the_head(fixture):
-    info = ntonnx.inspect_model(fixture.path, output=fixture.output)
+    info = ntonnx.inspect_model(fixture.path, head=ntonnx.HeadQuery(output=fixture.output))
     assert info.head_error is None
     assert (info.head.pattern, info.head.nodes, info.head.post_ops) == (
         fixture.pattern,
@@ -385,7 +385,7 @@ def test_inspect_finds_the_head(fixture):
 def test_tune_writes_a_verified_model_in_the_same_layout(fixture, tmp_path):
     before = file_hashes(fixture.path)
     out = tmp_path / "tuned.onnx"
-    result = ntonnx.tune(fixture.path, out, data=labelled(fixture), output=fixture.output)
+    result = ntonnx.tune(fixture.path, out, data=labelled(fixture), head=ntonnx.HeadQuery(output=fixture.output))
     assert file_hashes(fixture.path) == before  # input model and its data file untouched
     expected_files = [out, tmp_path / "tuned.onnx.data"] if fixture.external else [out]
     assert sorted(result.files) == sorted(map(str, expected_files))
@@ -434,7 +434,7 @@ def test_rewrite_round_trip_matches_numpy(fixture, tmp_path):
     if "BinaryProba" in spec.post_ops:
         expected = np.hstack([1 - expected, expected])
     if "QuantizeDequantize" in spec.post_ops:  # the output is rounded to (and clipped by) its calibrated grid
-        from ntonnx.graph import GraphIndex
+        from ntonnx.graph.index import GraphIndex
 
         index = GraphIndex(tuned)
         dequantize = index.producer(spec.output)
@@ -475,7 +475,9 @@ def test_the_other_head_can_be_chosen(exported, tmp_path):
     fixture = exported["torch_ts_two_heads"]
     with pytest.raises(ntonnx.ModelError, match="--output NAME"):
         ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture))
-    result = ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture, "aux"), output="aux")
+    result = ntonnx.tune(
+        fixture.path, tmp_path / "t.onnx", data=labelled(fixture, "aux"), head=ntonnx.HeadQuery(output="aux")
+    )
     assert result.head.nodes == ["/aux/Gemm"] and result.verification.identical_outputs == ["logits"]
 
 

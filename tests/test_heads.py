@@ -13,15 +13,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from builders import LAYOUTS, POST_OPS, STORAGES, head_model
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ntonnx.data import HeldOutData
+from ntonnx.data.dataset import ArrayDataset
 from ntonnx.errors import ModelError, UsageError
-from ntonnx.heads import locate_head, read_head
-from ntonnx.model_io import save_model_atomic
-from ntonnx.rewrite import tuned_model, verify_written
-from tests.builders import LAYOUTS, POST_OPS, STORAGES, head_model
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import staged_model
+from ntonnx.graph.rewrite import tuned_model
+from ntonnx.graph.verify import verify_written
 
 PATTERN_OF = {
     "gemm_transB1": "gemm",
@@ -35,7 +36,7 @@ PATTERN_OF = {
 
 
 def numpy_post_ops(logits: np.ndarray, post_ops) -> np.ndarray:
-    """The post-ops, written out independently of ntonnx.heads.postops."""
+    """The post-ops, written out independently of ntonnx.graph.heads.postops."""
     out = logits
     for op in post_ops:
         if op == "Softmax":
@@ -127,14 +128,10 @@ def test_round_trip_of_every_head_variant(options, tmp_path):
         assert others[0].tobytes() == run(model, x)[1].tobytes()
 
     path = tmp_path / "tuned.onnx"
-    sample = HeldOutData(inputs={"x": x}, labels=np.zeros(5, np.int64), groups=None, source="test")
-    files = save_model_atomic(
-        tuned,
-        path,
-        external_data=False,
-        check=lambda p: verify_written(p, spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model),
-    )
-    written = onnx.load(str(files[0]))
+    sample = ArrayDataset(inputs={"x": x}, labels=np.zeros(5, np.int64), groups=None, source="test")
+    with staged_model(tuned, path, external_data=False) as staged:
+        verify_written(staged.path, spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model)
+    written = onnx.load(str(staged.files[0]))
     assert written.opset_import == model.opset_import
     assert (written.ir_version, written.producer_name, written.producer_version) == (
         model.ir_version,
@@ -219,13 +216,13 @@ def test_per_token_head_with_pooling(pool, tmp_path):
     new_W, new_b = rng.normal(size=(3, 8)), rng.normal(size=3)
     tuned = tuned_model(model, spec, new_W, new_b, {})
     ids = rng.integers(0, 20, size=(4, 5))
-    table = onnx.numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+    (table,) = [onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer if t.name == "table"]
     hidden = np.maximum(table[ids], 0)
     pooled = hidden[:, -1] if pool == "last_token" else hidden.mean(axis=1)
     session = ort.InferenceSession(tuned.SerializeToString(), providers=["CPUExecutionProvider"])
     (probs,) = session.run(None, {"ids": ids})
     assert relative_error(probs, numpy_post_ops(pooled @ new_W.T + new_b, ["Softmax"])) < 1e-5
-    sample = HeldOutData(inputs={"ids": ids}, labels=np.zeros(4, np.int64), groups=None, source="test")
+    sample = ArrayDataset(inputs={"ids": ids}, labels=np.zeros(4, np.int64), groups=None, source="test")
     verification = verify_written(
         _saved(tuned, tmp_path), spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model
     )
@@ -247,7 +244,7 @@ def test_sum_over_tokens_is_not_a_head():
 def test_per_token_head_without_pooling_is_refused_at_extraction():
     model = token_model("last_token")
     spec = dataclasses.replace(locate_head(model), pooling=None)
-    from ntonnx.heads import head_activations
+    from ntonnx.graph.heads import head_activations
 
     with pytest.raises(ModelError, match=r"embedding 'hidden' has shape \(4, 5, 8\).*Gather/ReduceMean"):
         head_activations(spec, np.zeros((4, 5, 8)), np.zeros((4, 5, 3)))

@@ -11,8 +11,8 @@ import pytest
 from conftest import sha256
 
 import ntonnx
-from ntonnx.heads import locate_head, read_head
-from ntonnx.model_io import load_model
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import load_model
 
 HEADS = ["gemm_transB1", "gemm_transB0", "matmul_add", "matmul"]
 
@@ -88,7 +88,7 @@ def test_metadata_records_what_was_done_and_keeps_the_original(tiny, tmp_path):
 def test_refuses_to_overwrite_the_input(tiny):
     model_path, data_path, _ = tiny()
     before = sha256(model_path)
-    with pytest.raises(ntonnx.UsageError, match="is the input model"):
+    with pytest.raises(ntonnx.UsageError, match="is an input file"):
         ntonnx.tune(model_path, model_path, data=data_path, force=True)
     assert sha256(model_path) == before
 
@@ -111,7 +111,7 @@ def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ntonnx.VerificationError("simulated mismatch")
 
-    monkeypatch.setattr("ntonnx.api.verify_written", broken)
+    monkeypatch.setattr("ntonnx.session.verify_written", broken)
     with pytest.raises(ntonnx.VerificationError, match="simulated mismatch"):
         ntonnx.tune(model_path, out, data=data_path)
     assert not out.exists()
@@ -121,7 +121,7 @@ def test_failed_verification_writes_nothing(tiny, tmp_path, monkeypatch):
 def test_shared_weight_gets_its_own_initializer():
     from builders import tiny_classifier
 
-    from ntonnx.graph import GraphIndex, replace_constant
+    from ntonnx.graph.index import GraphIndex, replace_constant
 
     model, params = tiny_classifier(head="gemm_transB1")
     # a second node reads the head's weight: it must keep the old values

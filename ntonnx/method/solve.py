@@ -1,0 +1,271 @@
+"""Re-solving the head: weighted, L2-regularised logistic regression on cached embeddings.
+
+Every method reduces to one convex problem with different sample weights: class-balanced
+(``neurontune``, ``llr``), group-balanced (``dfr``), or down-weighting what the original model
+already gets right (``afr``). It is solved with L-BFGS (scipy) on standardised features, started
+from the original head, and the standardisation is folded back so the result is a plain
+``(W, b)`` for ``logits = embedding @ W.T + b``. Suppressed neurons get zero weight columns.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+
+from ntonnx.method.metrics import predict
+
+#: Embedding matrices up to this many entries are solved in float64 (a copy of at most 64 MB).
+_SMALL = 1 << 23
+#: Gradient terms below this are dropped (they are far below any tolerance).
+_NEGLIGIBLE = 1e-30
+#: Up to this many logits the solve runs BLAS on one thread (see ``fit_head``).
+_SERIAL_MAX_LOGITS = 32
+#: L-BFGS stops when an iteration lowers the loss by less than this (relative): float64 products.
+_FTOL = 1e-12
+#: The same with float32 products, which resolve the loss to about 1e-9 relative: below 1e-10
+#: the line search only tries weights that round to the same float32 values (on 50k x 2048 that
+#: was 9 of 32 evaluations, each a full pass over the embeddings, without moving the result).
+_FTOL_FLOAT32 = 1e-10
+
+
+class ConvergenceWarning(UserWarning):
+    """L-BFGS stopped before converging; raise ``max_iter`` or ``l2``."""
+
+
+@dataclass
+class HeadFit:
+    """A re-solved head.
+
+    Attributes
+    ----------
+    W : ndarray of shape (n_logits, dim); columns of suppressed neurons are zero.
+    b : ndarray of shape (n_logits,)
+    converged : whether L-BFGS met its tolerance.
+    n_iter : L-BFGS iterations used.
+    loss : final objective value.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    converged: bool
+    n_iter: int
+    loss: float
+
+
+def class_balanced_weights(labels: np.ndarray) -> np.ndarray:
+    """Weights of shape (n_samples,) giving every class present the same total weight (mean 1)."""
+    return _balanced(labels)
+
+
+def group_balanced_weights(groups: np.ndarray) -> np.ndarray:
+    """Weights of shape (n_samples,) giving every group present the same total weight (mean 1)."""
+    return _balanced(groups)
+
+
+def pseudo_group_weights(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Weights balancing the pseudo-groups (class, original model right or wrong), mean 1.
+
+    A label-free stand-in for DFR's group balancing: on biased data the original model's
+    mistakes are where the minority groups concentrate. ``logits`` has shape (n_samples, n_logits).
+    """
+    right = predict(logits) == labels
+    return _balanced(2 * np.asarray(labels, dtype=np.int64) + right)
+
+
+def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndarray:
+    """AFR's weights ``exp(-gamma * p_true)``, then balanced across classes (mean 1).
+
+    ``p_true`` is the original model's probability of the true class, so samples it already gets
+    confidently right count least. ``logits`` has shape (n_samples, n_logits).
+    """
+    p_true = true_class_probability(logits, labels)
+    raw = np.exp(-gamma * p_true)
+    weights = np.empty_like(raw)
+    classes = np.unique(labels)
+    for y in classes:
+        mask = labels == y
+        weights[mask] = raw[mask] / raw[mask].sum() * len(labels) / len(classes)
+    return weights
+
+
+def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Softmax (or, for one logit, sigmoid) probability of each sample's true class."""
+    probs = _softmax(_two_column(logits))
+    return probs[np.arange(len(labels)), labels]
+
+
+def fit_head(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_logits: int,
+    sample_weight: np.ndarray | None = None,
+    suppressed: np.ndarray | None = None,
+    l2: float = 1e-3,
+    init: tuple[np.ndarray, np.ndarray] | None = None,
+    anchor_strength: float = 0.0,
+    fit_intercept: bool = True,
+    max_iter: int = 1000,
+    tol: float = 1e-7,
+) -> HeadFit:
+    """Fit ``logits = embeddings @ W.T + b`` by weighted cross-entropy.
+
+    Standardisation is folded into the weights instead of being applied to the data, and the
+    data are read in row blocks that fit the CPU cache, once per objective evaluation, so a large
+    embedding matrix is never copied: memory stays at one matrix even for 200k x 2048. Loss,
+    softmax and gradient sums are float64. Large float32 matrices are multiplied in float32
+    (half the memory traffic of float64); if L-BFGS then stalls on rounding noise near the
+    optimum, it finishes with float64 products. Small matrices are simply converted to float64.
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim)
+    labels : ndarray of shape (n_samples,), classes in ``[0, max(n_logits, 2))``.
+    n_logits : number of head outputs; 1 means a single-logit binary head (sigmoid).
+    sample_weight : ndarray of shape (n_samples,), or None for uniform.
+    suppressed : neuron indices whose weight columns are fixed at zero.
+    l2 : strength of ``l2/2 * ||W||^2`` on standardised features (scale-free).
+    init : the original ``(W, b)``; the solve starts there (and ``anchor_strength`` pulls to it).
+    anchor_strength : strength of ``a/2 * ||W - W_init||^2`` in standardised space (AFR's pull).
+    fit_intercept : False keeps ``b`` at zero (heads without a bias input).
+    max_iter : L-BFGS iteration limit.
+    tol : L-BFGS tolerance on the largest gradient entry.
+    """
+    from scipy.optimize import minimize
+    from threadpoolctl import threadpool_limits
+
+    X = np.asarray(embeddings)
+    if X.dtype != np.float32 or X.size <= _SMALL:
+        X = X.astype(np.float64, copy=False)
+    X = np.ascontiguousarray(X)
+    n, dim = X.shape
+    labels = np.asarray(labels, dtype=np.int64)
+    kept = np.setdiff1d(np.arange(dim), np.asarray(suppressed if suppressed is not None else [], dtype=np.int64))
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    weight = weight / weight.sum()
+    blocks = _row_blocks(n, dim * X.itemsize)
+    mu_all, sd_all = _weighted_moments(X, weight, blocks, centre=fit_intercept)
+    mu, sd = mu_all[kept], sd_all[kept]
+    sd[sd == 0] = 1.0
+
+    W0 = np.zeros((n_logits, len(kept))) if init is None else np.asarray(init[0], dtype=np.float64)[:, kept] * sd
+    b0 = np.zeros(n_logits)
+    if init is not None and fit_intercept:
+        b0 = np.asarray(init[1], dtype=np.float64) + np.asarray(init[0], dtype=np.float64)[:, kept] @ mu
+    anchor = W0.copy()
+    shape = W0.shape
+
+    def objective(theta: np.ndarray, precise: bool) -> tuple[float, np.ndarray]:
+        Wz = theta[: W0.size].reshape(shape)
+        bz = theta[W0.size :] if fit_intercept else b0
+        # scores = ((X - mu) / sd) @ Wz.T + bz, computed as X @ V + offset without centring X
+        dtype = np.float64 if precise else X.dtype
+        V = np.zeros((dim, n_logits), dtype=dtype)
+        V[kept] = (Wz / sd).T
+        offset = bz - mu @ (Wz / sd).T
+        loss, grad_V, grad_b = 0.0, np.zeros((n_logits, dim)), np.zeros(n_logits)
+        for rows in blocks:
+            block = X[rows].astype(dtype, copy=False)
+            scores = _two_column(block @ V + offset)
+            log_norm = _logsumexp(scores)
+            y, w = labels[rows], weight[rows]
+            picked = np.arange(len(y)), y
+            loss += w @ (log_norm - scores[picked])
+            residual = np.exp(scores - log_norm[:, None])
+            residual[picked] -= 1.0
+            residual *= w[:, None]
+            if n_logits == 1:
+                residual = residual[:, 1:]
+            # probabilities below 1e-30 would become float32 subnormals, which slow BLAS ~40x
+            np.copyto(residual, 0.0, where=np.abs(residual) < _NEGLIGIBLE)
+            grad_V += residual.T.astype(dtype) @ block
+            grad_b += residual.sum(axis=0)
+        # chain rule back to standardised weights: d/dWz = (grad_V - grad_b x mu) / sd
+        grad_W = (grad_V[:, kept] - np.outer(grad_b, mu)) / sd + l2 * Wz + anchor_strength * (Wz - anchor)
+        loss += 0.5 * l2 * np.sum(Wz**2) + 0.5 * anchor_strength * np.sum((Wz - anchor) ** 2)
+        grads = [grad_W.ravel()] + ([grad_b] if fit_intercept else [])
+        return float(loss), np.concatenate(grads)
+
+    def solve(theta: np.ndarray, precise: bool, iterations: int):
+        return minimize(
+            objective,
+            theta,
+            args=(precise,),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": iterations, "gtol": tol, "ftol": _FTOL if precise else _FTOL_FLOAT32},
+        )
+
+    theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
+    # With few logits the block products are memory-bound: a second BLAS thread adds nothing but
+    # synchronisation, which costs milliseconds per product when the other core is busy.
+    with threadpool_limits(limits=1, user_api="blas") if n_logits <= _SERIAL_MAX_LOGITS else nullcontext():
+        result = solve(theta0, X.dtype == np.float64, max_iter)
+        n_iter = int(result.nit)
+        if not result.success and X.dtype == np.float32 and n_iter < max_iter:
+            # the line search failed on float32 rounding noise: finish with float64 products
+            result = solve(result.x, True, max_iter - n_iter)
+            n_iter += int(result.nit)
+    if not result.success:
+        warnings.warn(
+            f"head solve stopped after {n_iter} iterations without converging ({result.message}); raise max_iter or l2",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    Wz = result.x[: W0.size].reshape(shape)
+    bz = result.x[W0.size :] if fit_intercept else b0
+    W = np.zeros((n_logits, dim))
+    W[:, kept] = Wz / sd
+    b = bz - W[:, kept] @ mu
+    return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=n_iter, loss=float(result.fun))
+
+
+def _row_blocks(n: int, row_bytes: int, block_bytes: int = 1 << 20) -> list[slice]:
+    """Row slices of about ``block_bytes`` each, so a block stays in cache between its two products."""
+    rows = max(32, block_bytes // max(row_bytes, 1))
+    return [slice(start, min(start + rows, n)) for start in range(0, n, rows)]
+
+
+def _weighted_moments(
+    X: np.ndarray, weight: np.ndarray, blocks: list[slice], *, centre: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and standard deviation of every column, block by block (no copy of ``X``).
+
+    Without ``centre`` the mean is zero and the deviation is the root mean square. The variance
+    uses a shift (the first row) so that columns with a large offset keep their precision.
+    """
+    dim = X.shape[1]
+    shift = X[0].astype(np.float64) if centre else np.zeros(dim)
+    first, second = np.zeros(dim), np.zeros(dim)
+    for rows in blocks:
+        block = X[rows] - shift.astype(X.dtype)
+        w = weight[rows].astype(X.dtype)
+        first += w @ block
+        second += w @ (block * block)
+    if not centre:
+        return np.zeros(dim), np.sqrt(second)
+    return shift + first, np.sqrt(np.maximum(second - first**2, 0.0))
+
+
+def _balanced(keys: np.ndarray) -> np.ndarray:
+    values, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    return len(keys) / (len(values) * counts[inverse])
+
+
+def _two_column(logits: np.ndarray) -> np.ndarray:
+    """One-logit heads as two columns ``[0, s]``, so softmax over them is the sigmoid."""
+    if logits.shape[1] == 1:
+        return np.hstack([np.zeros_like(logits), logits])
+    return logits
+
+
+def _logsumexp(scores: np.ndarray) -> np.ndarray:
+    top = scores.max(axis=1)
+    return top + np.log(np.exp(scores - top[:, None]).sum(axis=1))
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    return np.exp(scores - _logsumexp(scores)[:, None])

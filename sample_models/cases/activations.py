@@ -27,8 +27,8 @@ from sample_models.cases.common import SPLITS
 def export(case_dir: Path, dest: Path, log=print) -> Path:
     """Extract every split of the case in ``case_dir`` into ``dest``; returns ``dest``."""
     import ntonnx
-    from ntonnx.heads import read_head
-    from ntonnx.model_io import load_model
+    from ntonnx.graph.heads import read_head
+    from ntonnx.graph.model_io import load_model
 
     case_dir, dest = Path(case_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

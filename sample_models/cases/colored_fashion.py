@@ -44,30 +44,44 @@ CLASS_OF = {2: 0, 4: 1, 6: 2, 5: 3, 7: 4}  # Fashion-MNIST pullover, coat, shirt
 COLOURS = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]], dtype=np.float32)
 AGREE = 0.9
 SIZES = Sizes(train=10000, heldout_biased=2500, heldout_balanced=2500, test=5000)
+TASK = "pullover/coat/shirt/sandal/sneaker (y) in colour red/green/blue/yellow/magenta (a); g = 5y + a"
 
 
-def colour(images: np.ndarray, attribute: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) grey uint8 -> (N, 3, 28, 28) float32 in [0, 1], drawn in colour ``COLOURS[a]``."""
+def colour(images: np.ndarray, attribute: np.ndarray, colours: np.ndarray = COLOURS) -> np.ndarray:
+    """(N, 28, 28) grey uint8 -> (N, 3, 28, 28) float32 in [0, 1], drawn in colour ``colours[a]``."""
     grey = (images / 255.0).astype(np.float32)
-    return grey[:, None] * COLOURS[attribute][:, :, None, None]
+    return grey[:, None] * colours[attribute][:, :, None, None]
 
 
-def build(out: Path, seed: int, log=print) -> dict:
+def build(
+    out: Path,
+    seed: int,
+    log=print,
+    *,
+    name: str = NAME,
+    class_of: dict[int, int] = CLASS_OF,
+    colours: np.ndarray = COLOURS,
+    sizes: Sizes = SIZES,
+    task: str = TASK,
+) -> dict:
+    """Build the case; a variant reuses the recipe with its own classes, colours (one per class) and sizes."""
     import torch
     from torch import nn
 
-    n = len(COLOURS)
+    n = len(colours)
+    if sorted(class_of.values()) != list(range(n)):
+        raise ValueError(f"class_of must map onto classes 0..{n - 1}, one per colour")
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     images, fashion_labels = load_fashion()
-    keep = np.flatnonzero(np.isin(fashion_labels, list(CLASS_OF)))
-    labels = np.array([CLASS_OF[c] for c in fashion_labels[keep]], dtype=np.int64)
-    parts = partition(labels, SIZES, rng)
+    keep = np.flatnonzero(np.isin(fashion_labels, list(class_of)))
+    labels = np.array([class_of[c] for c in fashion_labels[keep]], dtype=np.int64)
+    parts = partition(labels, sizes, rng)
 
     train_idx = parts["train"]
     y_train = labels[train_idx]
     a_train = biased_attribute(y_train, AGREE, rng, n)
-    x_train = torch.from_numpy(colour(images[keep[train_idx]], a_train))
+    x_train = torch.from_numpy(colour(images[keep[train_idx]], a_train, colours))
 
     class Net(nn.Module):
         def __init__(self):
@@ -89,7 +103,7 @@ def build(out: Path, seed: int, log=print) -> dict:
             return self.head(self.features(image))
 
     net = Net()
-    log(f"[{NAME}] ERM training of a small CNN on {len(y_train)} coloured garments, {n} classes")
+    log(f"[{name}] ERM training of a small CNN on {len(y_train)} coloured garments, {n} classes")
     train_erm(
         net.parameters(),
         net,
@@ -108,13 +122,13 @@ def build(out: Path, seed: int, log=print) -> dict:
         idx = parts[split]
         y = labels[idx]
         a = biased_attribute(y, AGREE, rng, n) if split == "heldout_biased" else balanced_attribute(y, rng, n)
-        save_split(out / f"{split}.npz", {"image": colour(images[keep[idx]], a)}, y, groups_of(y, a, n))
+        save_split(out / f"{split}.npz", {"image": colour(images[keep[idx]], a, colours)}, y, groups_of(y, a, n))
     return write_manifest(
         out,
         {
-            "case": NAME,
+            "case": name,
             "seed": seed,
-            "task": "pullover/coat/shirt/sandal/sneaker (y) in colour red/green/blue/yellow/magenta (a); g = 5y + a",
+            "task": task,
             "backbone": "small CNN trained from scratch",
             "n_classes": n,
             "n_attribute_values": n,

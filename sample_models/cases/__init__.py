@@ -25,6 +25,7 @@ CASES = {
     "colored_fashion": "sample_models.cases.colored_fashion",
     "colored_fashion10": "sample_models.cases.colored_fashion10",
     "fashion_scenes_ft": "sample_models.cases.fashion_scenes_ft",
+    "shoes_scenes_ft": "sample_models.cases.shoes_scenes_ft",
     "cmnist_weak": "sample_models.cases.cmnist_weak",
     "fortunes_weak": "sample_models.cases.fortunes_weak",
 }

@@ -42,26 +42,38 @@ NAME = "fashion_scenes_ft"
 AGREE = 0.95
 SIZE = 48
 SIZES = Sizes(train=2400, heldout_biased=1000, heldout_balanced=1000, test=1600)
+TASK = "pullover/coat (y=0) vs shirt/T-shirt (y=1) on temple (a=0) / flower (a=1) backgrounds"
 
 
-def build(out: Path, seed: int, log=print) -> dict:
+def build(
+    out: Path,
+    seed: int,
+    log=print,
+    *,
+    name: str = NAME,
+    class_of: dict[int, int] = CLASS_OF,
+    size: int = SIZE,
+    sizes: Sizes = SIZES,
+    task: str = TASK,
+) -> dict:
+    """Build the case; a variant reuses it with its own garments (Fashion-MNIST label -> y), size and splits."""
     import torch
 
     seed_everything(seed)
     rng = np.random.default_rng(seed)
     images, fashion_labels = load_fashion()
-    keep = np.flatnonzero(np.isin(fashion_labels, list(CLASS_OF)))
-    labels = np.array([CLASS_OF[c] for c in fashion_labels[keep]], dtype=np.int64)
-    parts = partition(labels, SIZES, rng)
+    keep = np.flatnonzero(np.isin(fashion_labels, list(class_of)))
+    labels = np.array([class_of[c] for c in fashion_labels[keep]], dtype=np.int64)
+    parts = partition(labels, sizes, rng)
 
-    net = backbone(2, SIZE)
+    net = backbone(2, size)
     net.eval()  # batch norm keeps its ImageNet statistics; dropout and drop-connect are off
     train_idx = parts["train"]
     y_train = labels[train_idx]
     a_train = biased_attribute(y_train, AGREE, rng)
-    log(f"[{NAME}] composing {len(y_train)} training scenes ({SIZE}px)")
-    x_train = torch.from_numpy(compose(images[keep[train_idx]], a_train, rng, SIZE))
-    log(f"[{NAME}] ERM fine-tuning of all layers")
+    log(f"[{name}] composing {len(y_train)} training scenes ({size}px)")
+    x_train = torch.from_numpy(compose(images[keep[train_idx]], a_train, rng, size))
+    log(f"[{name}] ERM fine-tuning of all layers")
     train_erm(
         net.parameters(),
         net,
@@ -81,14 +93,14 @@ def build(out: Path, seed: int, log=print) -> dict:
         idx = parts[split]
         y = labels[idx]
         a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
-        save_split(out / f"{split}.npz", {"image": compose(images[keep[idx]], a, rng, SIZE)}, y, groups_of(y, a))
+        save_split(out / f"{split}.npz", {"image": compose(images[keep[idx]], a, rng, size)}, y, groups_of(y, a))
     return write_manifest(
         out,
         {
-            "case": NAME,
+            "case": name,
             "seed": seed,
-            "task": "pullover/coat (y=0) vs shirt/T-shirt (y=1) on temple (a=0) / flower (a=1) backgrounds",
-            "backbone": f"EfficientNet-Lite0 (ImageNet), all layers fine-tuned, {SIZE}px",
+            "task": task,
+            "backbone": f"EfficientNet-Lite0 (ImageNet), all layers fine-tuned, {size}px",
             "train": {"n": len(y_train), "agree": AGREE},
         },
     )

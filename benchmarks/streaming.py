@@ -112,6 +112,7 @@ def stage(name: str, model: Path, images: Path, n: int, batch_size: int, workers
     from PIL import Image  # noqa: F401
 
     import ntonnx
+
     options = ntonnx.DataOptions(preset="imagenet", workers=workers)
     run = ntonnx.RunOptions(provider="cpu", batch_size=batch_size)
     if name == "model":

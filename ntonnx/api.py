@@ -24,7 +24,7 @@ from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
 from ntonnx.files import BackgroundDigest, check_output_path
-from ntonnx.graph.heads import HeadSpec, locate_head, read_head
+from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
@@ -213,8 +213,11 @@ def evaluate(
     data_options: DataOptions | None = None,
     progress: ProgressFactory | None = None,
 ) -> EvaluationResult:
-    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
-    session = Session(model, head=head, run=run, data_options=data_options)
+    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``.
+
+    Needs no head: without one, the chosen output's scores are evaluated (:mod:`ntonnx.graph.heads.scores`).
+    """
+    session = Session(model, head=head, run=run, data_options=data_options, locate=locate_head_or_scores)
     source = session.open_data(data)
     acts = session.activations(source, progress)
     return EvaluationResult(

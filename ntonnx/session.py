@@ -23,7 +23,7 @@ from ntonnx.activations import Activations, is_activations
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
 from ntonnx.errors import DataError
 from ntonnx.files import npz_members, sha256_file
-from ntonnx.graph.heads import HeadSpec, locate_head
+from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import LoadedModel, load_model, staged_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.rewrite import tuned_model
@@ -62,6 +62,8 @@ class Session:
     head : overrides of head detection.
     run : how onnxruntime runs the model.
     data_options : how :meth:`open_data` reads data that is not model-ready arrays.
+    locate : how the head is found: :func:`~ntonnx.graph.heads.locate_head`, or
+        :func:`~ntonnx.graph.heads.locate_head_or_scores` where the output's scores will do (evaluate).
     """
 
     def __init__(
@@ -71,9 +73,10 @@ class Session:
         head: HeadQuery | None = None,
         run: RunOptions | None = None,
         data_options: DataOptions | None = None,
+        locate: Callable[..., HeadSpec] = locate_head,
     ):
         self.loaded: LoadedModel = load_model(model)
-        self.head: HeadSpec = locate_head(self.loaded.proto, **asdict(head or HeadQuery()))
+        self.head: HeadSpec = locate(self.loaded.proto, **asdict(head or HeadQuery()))
         self.run = run or RunOptions()
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
@@ -131,6 +134,7 @@ class Session:
             batch_size=self.run.batch_size,
             progress=update,
             order=order,
+            head_weights=read_head(self.loaded.proto, self.head) if self.head.logits_computed else None,
         )
 
     def verification_sample(self, data: Dataset | None) -> ArrayDataset:

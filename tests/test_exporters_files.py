@@ -110,7 +110,7 @@ def test_fp16_model_keeps_fp16(tmp_path):
     arrays = tiny_data({k: v.astype(np.float16) for k, v in params.items()}, n=120)
     data = ArrayDataset(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
     result = ntonnx.tune(tmp_path / "model.onnx", tmp_path / "tuned.onnx", data=data)
-    assert result.verification.tolerance == 1e-2
+    assert result.verification.max_error <= result.verification.tolerance and result.verification.margin <= 1
     written = onnx.load(str(tmp_path / "tuned.onnx"))
     weight = next(t for t in written.graph.initializer if t.name == "fc.weight")
     assert weight.data_type == onnx.TensorProto.FLOAT16

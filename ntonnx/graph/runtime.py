@@ -49,6 +49,23 @@ def resolve_providers(requested: str | None) -> list[str]:
     return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
 
 
+def _session(ort, source, options, providers: list[str], label: str, exact: bool):
+    """An onnxruntime session on ``providers``; with ``exact``, CUDA without TF32 where this onnxruntime can."""
+    # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
+    if exact and "CUDAExecutionProvider" in providers:
+        no_tf32 = [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return ort.InferenceSession(source, sess_options=options, providers=no_tf32)
+        except Exception:  # an onnxruntime without the option: load as requested below
+            pass
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+
+
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
@@ -57,13 +74,16 @@ class ModelRunner:
     ):
         """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
         dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
-        which is faster but no longer the graph's ONNX semantics (verification needs those)."""
+        which is faster but no longer the graph's ONNX semantics (verification needs those). It also
+        turns off CUDA's TF32 matrix products (on by default on Ampere and later GPUs), which round
+        float32 operands to 10 mantissa bits."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         existing = {o.name for o in probe.graph.output}
         for name in extra_outputs:
             if name not in existing:
+                existing.add(name)
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
@@ -72,12 +92,7 @@ class ModelRunner:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
-            try:
-                # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
-                with contextlib.redirect_stdout(sys.stderr):
-                    self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
-            except Exception as exc:
-                raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+            self.session = _session(ort, source, options, providers, label, exact)
         self.provider = self.session.get_providers()[0]
         if self.provider != providers[0]:
             logger.warning("requested %s but onnxruntime runs on %s", providers[0], self.provider)
@@ -176,14 +191,19 @@ def extract_activations(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     order: np.ndarray | None = None,
+    head_weights: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs. ``order`` (a
     permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
-    of the samples can be taken as two contiguous views instead of two copies.
+    of the samples can be taken as two contiguous views instead of two copies. A head whose raw
+    logits are no graph tensor (``head.logits_computed``) needs ``head_weights``, its ``(W, b)``:
+    the logits are then ``embeddings @ W.T + b``.
     """
     embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order))
+    if head.logits_computed:
+        logits = computed_logits(embeddings, *head_weights)
     for name, values in ((head.embedding, embeddings), (head.logits, logits)):
         row = first_non_finite_row(values)
         if row is not None:
@@ -202,6 +222,25 @@ def extract_activations(
         model_digest=model_digest,
         provider=runner.provider,
     )
+
+
+def computed_logits(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """``embeddings @ W.T + b`` in float64, a block of rows at a time, stored float32 (as the graph's would be).
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim)
+    W : ndarray of shape (n_logits, dim)
+    b : ndarray of shape (n_logits,)
+
+    Returns
+    -------
+    logits : ndarray of shape (n_samples, n_logits), float32
+    """
+    logits = np.empty((len(embeddings), len(b)), dtype=np.float32)
+    for start in range(0, len(embeddings), rows):
+        logits[start : start + rows] = embeddings[start : start + rows].astype(np.float64) @ W.T + b
+    return logits
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

@@ -16,6 +16,11 @@ Model: EfficientNet-Lite0 with ImageNet weights and a new ``Linear(1280, 2)`` he
 lr 3e-4, 3 epochs) updates all weights, stem to head. Batch norm keeps its ImageNet running
 statistics (its scale and shift are trained) and drop-connect is off, so the exported graph is
 exactly the trained function. Embedding = the 1280-d pooled features.
+
+At this size the fine-grained task is hard and ERM leans on the background almost alone (seed 0:
+test accuracy 51%, worst group 0%), yet the embedding still holds the garment: a logistic
+re-fit on the group-balanced held-out split reaches about 60% worst-group accuracy. See
+:mod:`.shoes_scenes_ft` for a fully fine-tuned case where ERM learns part of the shape.
 """
 
 from __future__ import annotations

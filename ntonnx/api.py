@@ -9,6 +9,7 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from ntonnx._version import __version__
 from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
-from ntonnx.files import BackgroundDigest, check_output_path
+from ntonnx.files import BackgroundDigest, check_output_paths, write_atomic
 from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
@@ -33,7 +34,7 @@ from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
-from ntonnx.method.splits import stratified_split
+from ntonnx.method.splits import split_roles
 from ntonnx.session import PathLike, ProgressFactory, Session
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
@@ -192,12 +193,13 @@ def extract(
 
     ``data`` is any source :func:`ntonnx.data.open_dataset` reads (``data_options`` says how),
     or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole. ``save_to``
-    also writes the activations (atomically) for ``tune --activations``; it may not name the
-    model or the data file.
+    also writes the activations (atomically) for ``tune --activations``; it follows the rule of
+    every output (:func:`ntonnx.files.check_output_path`): never an input, an existing file only
+    with ``force``.
     """
-    if save_to is not None:
-        check_output_path(save_to, option="-o", inputs=_paths(model, data), force=True)
     session = Session(model, head=head, run=run, data_options=data_options)
+    if save_to is not None:
+        check_output_paths({"-o": save_to}, inputs=_inputs(session, data), force=force)
     acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
@@ -245,6 +247,7 @@ def tune(
     data_options: DataOptions | None = None,
     force: bool = False,
     progress: ProgressFactory | None = None,
+    report: PathLike | None = None,
 ) -> TuneResult:
     """Re-solve ``model``'s head and write the tuned model to ``out``.
 
@@ -260,7 +263,12 @@ def tune(
     head, run : which head, and how the model runs.
     data_options : how to read data that is not model-ready arrays; applies to ``data``,
         ``tune_data`` and ``eval_data``, and class names map to the same indices in all three.
-    force : replace ``out`` if it exists (never an input file).
+    force : replace ``out`` (and ``report``) if it exists (never an input file).
+    report : also write the JSON report (``TuneResult.to_dict()``) to this file, atomically.
+
+    Every output path (``out``, its ``.data`` file when the model keeps external data, ``report``)
+    is checked before any work (:func:`ntonnx.files.check_output_paths`): never an input (the
+    model, its data files, any data, tokenizer or preprocessing file), never each other.
     """
     options = options or TuneOptions()
     method = get_method(options.method)
@@ -269,7 +277,8 @@ def tune(
         raise UsageError("give exactly one of --data or --activations")
     heldout_given = data if data is not None else activations
     session = Session(model, head=head, run=run, data_options=data_options)
-    out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
+    outputs = check_tune_outputs(session, out, report, heldout_given, tune_data, eval_data, force=force)
+    out = outputs["--out"]
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
     sources = _open_sources(session, heldout_given, tune_data, eval_data)
     tuning_source, tuning_given = (
@@ -298,7 +307,7 @@ def tune(
     with _timed(timings, "rewrite"):
         written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
     evaluated = evaluation or heldout
-    return TuneResult(
+    result = TuneResult(
         model=str(model),
         out=str(out),
         files=[str(f) for f in written.files],
@@ -320,6 +329,29 @@ def tune(
         selected=refit.selected,
         method_details=refit.details,
     )
+    if report is not None:
+        write_report(outputs["--report"], result)
+    return result
+
+
+def check_tune_outputs(
+    session: Session, out: PathLike, report: PathLike | None, *data: DataLike | Activations | None, force: bool = False
+) -> dict[str, Path]:
+    """The checked paths a ``tune`` run writes: ``--out``, its ``.data`` file if any, ``--report``.
+
+    The output keeps the input's layout, so a model with external data gets ``<out>.data``; an
+    existing one is replaced only with ``force``, like ``out`` itself.
+    """
+    outputs = {"--out": out, "--report": report}
+    if session.loaded.writes_data_file:
+        outputs["--out (its external data)"] = Path(str(out) + ".data")
+    return check_output_paths(outputs, inputs=_inputs(session, *data), force=force)
+
+
+def write_report(path: PathLike, result: TuneResult) -> None:
+    """Write ``result``'s JSON report atomically, so a pipeline never reads half of it."""
+    text = json.dumps(result.to_dict(), indent=2)
+    write_atomic(path, lambda tmp: tmp.write_text(text), option="--report")
 
 
 @dataclass
@@ -338,7 +370,9 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     classes = getattr(heldout, "class_names", None)
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
-    sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
+    # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
+    real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
+    sample = session.verification_sample(real)
     return _Sources(heldout, tuning, evaluation, sample)
 
 
@@ -352,7 +386,7 @@ def _extract_roles(
     """
     split = None
     if sources.tuning is None:
-        split = stratified_split(sources.heldout.labels, options.split, options.seed)
+        split = split_roles(sources.heldout.labels, options.split, options.seed, _describe(sources.heldout))
     in_order = split is not None and isinstance(sources.heldout, Dataset)
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
@@ -375,6 +409,13 @@ def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int
     """What the head ``(W, b)`` predicts, in float64 a block of rows at a time (no float64 copy of all)."""
     blocks = [predict(embeddings[i : i + rows] @ W.T + b) for i in range(0, len(embeddings), rows)]
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+
+
+def _inputs(session: Session, *data) -> list[Path]:
+    """Every file a run reads: the model and its external data, the data given, tokenizer and preprocessing files."""
+    options = session.data_options
+    files = [session.loaded.path, *map(Path, session.loaded.external_files)]
+    return files + _paths(*data, options.tokenizer, options.preprocess_file)
 
 
 def _paths(*given) -> list[Path]:

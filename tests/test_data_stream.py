@@ -137,7 +137,7 @@ def test_cli_table_extract_and_one_line_errors(tmp_path):
     (tmp_path / "t.csv").write_text("a,b,answer\n" + rows + "\n")
     model = save(passthrough_classifier([("x", np.float32, ["N", 2])], n_classes=2), tmp_path / "m.onnx")
     out = tmp_path / "acts.npz"
-    args = ["extract", model, "--data", str(tmp_path / "t.csv"), "-o", str(out), "--label-column", "answer"]
+    args = ["extract", model, "--data", str(tmp_path / "t.csv"), "-o", str(out), "--label-column", "answer", "--force"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     acts = ntonnx.Activations.load(out)

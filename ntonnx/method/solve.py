@@ -81,13 +81,15 @@ def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndar
     ``p_true`` is the original model's probability of the true class, so samples it already gets
     confidently right count least. ``logits`` has shape (n_samples, n_logits).
     """
-    p_true = true_class_probability(logits, labels)
-    raw = np.exp(-gamma * p_true)
-    weights = np.empty_like(raw)
+    exponent = -gamma * true_class_probability(logits, labels)
+    weights = np.empty_like(exponent)
     classes = np.unique(labels)
     for y in classes:
         mask = labels == y
-        weights[mask] = raw[mask] / raw[mask].sum() * len(labels) / len(classes)
+        # Shifted by the class's largest exponent (the normalisation cancels it): with a large
+        # gamma, exp(-gamma * p) underflows to 0 for every sample and 0 / 0 would make NaN weights.
+        raw = np.exp(exponent[mask] - exponent[mask].max())
+        weights[mask] = raw / raw.sum() * len(labels) / len(classes)
     return weights
 
 

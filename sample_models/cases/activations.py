@@ -6,7 +6,7 @@
                   labels, groups), readable by ``ntonnx tune --activations``
 ``head.npz``      the exported head's ``W`` of shape (n_logits, dim) and ``b`` of shape (n_logits,)
 ``case.json``     the case's manifest, plus the head's location and shapes
-``READY``         written last: everything above is complete
+``READY``         written last: everything above is complete (removed first when re-extracting, which overwrites)
 
 ::
 
@@ -37,7 +37,7 @@ def export(case_dir: Path, dest: Path, log=print) -> Path:
     model = case_dir / "model.onnx"
     shapes = {}
     for split in SPLITS:
-        acts = ntonnx.extract(model, case_dir / f"{split}.npz", save_to=dest / f"{split}.npz")
+        acts = ntonnx.extract(model, case_dir / f"{split}.npz", save_to=dest / f"{split}.npz", force=True)
         shapes[split] = list(acts.embeddings.shape)
         log(f"  {case_dir.name}/{split}: embeddings {acts.embeddings.shape}, logits {acts.logits.shape}")
     head = ntonnx.inspect_model(model).head

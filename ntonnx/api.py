@@ -9,6 +9,7 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -23,17 +24,20 @@ from ntonnx._version import __version__
 from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
-from ntonnx.files import BackgroundDigest, check_output_path
+from ntonnx.files import BackgroundDigest, check_output_paths, write_atomic
 from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
 from ntonnx.method.base import FitInputs
+from ntonnx.method.class_mapping import check_class_mapping
 from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
-from ntonnx.method.splits import stratified_split
+from ntonnx.method.solve import fitted_rows
+from ntonnx.method.splits import split_roles
+from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
@@ -101,7 +105,9 @@ class TuneResult:
 
     ``out`` is the path of the tuned model; ``files`` every file written (the model and its
     external data). ``selected`` and ``method_details`` say what a method that chooses among
-    candidates (``auto``) chose and why.
+    candidates (``auto``) chose and why. ``report`` holds what the HTML report draws (confusion
+    matrices, the spuriousness scores, the head's change, names, digests; see
+    :func:`ntonnx.report.fields.report_fields`), merged into ``to_dict()``.
     """
 
     model: str
@@ -124,6 +130,7 @@ class TuneResult:
     groups: dict[str, int] | None = None
     selected: str | None = None
     method_details: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -149,6 +156,7 @@ class TuneResult:
             "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
+            **self.report,
         }
 
 
@@ -192,12 +200,13 @@ def extract(
 
     ``data`` is any source :func:`ntonnx.data.open_dataset` reads (``data_options`` says how),
     or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole. ``save_to``
-    also writes the activations (atomically) for ``tune --activations``; it may not name the
-    model or the data file.
+    also writes the activations (atomically) for ``tune --activations``; it follows the rule of
+    every output (:func:`ntonnx.files.check_output_path`): never an input, an existing file only
+    with ``force``.
     """
-    if save_to is not None:
-        check_output_path(save_to, option="-o", inputs=_paths(model, data), force=True)
     session = Session(model, head=head, run=run, data_options=data_options)
+    if save_to is not None:
+        check_output_paths({"-o": save_to}, inputs=_inputs(session, data), force=force)
     acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
@@ -245,6 +254,9 @@ def tune(
     data_options: DataOptions | None = None,
     force: bool = False,
     progress: ProgressFactory | None = None,
+    report: PathLike | None = None,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
 ) -> TuneResult:
     """Re-solve ``model``'s head and write the tuned model to ``out``.
 
@@ -260,7 +272,14 @@ def tune(
     head, run : which head, and how the model runs.
     data_options : how to read data that is not model-ready arrays; applies to ``data``,
         ``tune_data`` and ``eval_data``, and class names map to the same indices in all three.
-    force : replace ``out`` if it exists (never an input file).
+    force : replace ``out`` (and ``report``) if it exists (never an input file).
+    report : also write the JSON report (``TuneResult.to_dict()``) to this file, atomically.
+    report_html, plot : also write the report as one self-contained HTML page, and its main
+        figure as a PNG (:mod:`ntonnx.report`; need the ``[report]`` extra, checked first).
+
+    Every output path (``out``, its ``.data`` file when the model keeps external data, ``report``,
+    ``report_html``, ``plot``) is checked before any work (:func:`ntonnx.files.check_output_paths`): never an input (the
+    model, its data files, any data, tokenizer or preprocessing file), never each other.
     """
     options = options or TuneOptions()
     method = get_method(options.method)
@@ -269,8 +288,16 @@ def tune(
         raise UsageError("give exactly one of --data or --activations")
     heldout_given = data if data is not None else activations
     session = Session(model, head=head, run=run, data_options=data_options)
-    out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
+    if report_html is not None or plot is not None:
+        from ntonnx.report.figures import require_matplotlib
+
+        require_matplotlib()  # before the model runs, not after
+    outputs = check_tune_outputs(
+        session, out, report, heldout_given, tune_data, eval_data, force=force, report_html=report_html, plot=plot
+    )
+    out = outputs["--out"]
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
+    model_names = session.model_class_names
     sources = _open_sources(session, heldout_given, tune_data, eval_data)
     tuning_source, tuning_given = (
         (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
@@ -281,24 +308,62 @@ def tune(
     timings: dict[str, float] = {}
     with _timed(timings, "extraction"):
         heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
+    class_names = getattr(sources.heldout, "class_names", None)
+    for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
+        if acts is not None:
+            check_class_mapping(
+                acts.labels,
+                predict(acts.logits),
+                n_label_classes(session.head.n_classes),
+                source=_describe(given),
+                class_names=class_names,
+                model_class_names=model_names,
+            )
     original = read_head(session.loaded.proto, session.head)
     with _timed(timings, "identification"):
         scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
         refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
     suppressed = [int(i) for i in refit.suppressed]
+    kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
         "suppressed_neurons": suppressed,
         **({"selected": refit.selected} if refit.selected else {}),
+        **({"kept_classes": kept} if kept else {}),
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
         written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
     evaluated = evaluation or heldout
-    return TuneResult(
+    before = predict(evaluated.logits)
+    after = _predictions(evaluated.embeddings, refit.W, refit.b)
+    evaluated_source = sources.evaluation if sources.evaluation is not None else sources.heldout
+    fields = report_fields(
+        labels=evaluated.labels,
+        before=before,
+        after=after,
+        n_classes=n_label_classes(session.head.n_classes),
+        class_names=class_names,
+        group_names=getattr(evaluated_source, "group_names", None),
+        model_class_names=model_names,
+        delta=None if scores is None else scores.delta,
+        n_wrong=None if scores is None else scores.n_wrong,
+        n_right=None if scores is None else scores.n_right,
+        suppressed=suppressed,
+        rule=options.rule,
+        threshold=options.threshold,
+        original=original if method.refits else None,
+        tuned=(refit.W, refit.b) if method.refits else None,
+        candidates=refit.details.get("validation"),
+        selected=refit.selected,
+        kept_classes=kept,
+        model_sha256=session.model_digest,
+        data_sha256=provenance["data_sha256"],
+    )
+    result = TuneResult(
         model=str(model),
         out=str(out),
         files=[str(f) for f in written.files],
@@ -310,8 +375,8 @@ def tune(
         suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
         evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
-        before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(_predictions(evaluated.embeddings, refit.W, refit.b), evaluated.labels, evaluated.groups),
+        before=compute_metrics(before, evaluated.labels, evaluated.groups),
+        after=compute_metrics(after, evaluated.labels, evaluated.groups),
         converged=refit.converged,
         verification=written.verification,
         timings=timings,
@@ -319,7 +384,45 @@ def tune(
         groups=_names(sources.heldout, "group_names"),
         selected=refit.selected,
         method_details=refit.details,
+        report=fields,
     )
+    if report is not None:
+        write_report(outputs["--report"], result)
+    if report_html is not None or plot is not None:
+        from ntonnx.report import main_figure, save_figure, write_html
+
+        payload = json.loads(json.dumps(result.to_dict()))  # drawn as a saved report would be
+        if report_html is not None:
+            write_html(payload, outputs["--report-html"])
+        if plot is not None:
+            save_figure(main_figure(payload), outputs["--plot"])
+    return result
+
+
+def check_tune_outputs(
+    session: Session,
+    out: PathLike,
+    report: PathLike | None,
+    *data: DataLike | Activations | None,
+    force: bool = False,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
+) -> dict[str, Path]:
+    """The checked paths a ``tune`` run writes: ``--out``, its ``.data`` file if any, the reports.
+
+    The output keeps the input's layout, so a model with external data gets ``<out>.data``; an
+    existing one is replaced only with ``force``, like ``out`` itself.
+    """
+    outputs = {"--out": out, "--report": report, "--report-html": report_html, "--plot": plot}
+    if session.loaded.writes_data_file:
+        outputs["--out (its external data)"] = Path(str(out) + ".data")
+    return check_output_paths(outputs, inputs=_inputs(session, *data), force=force)
+
+
+def write_report(path: PathLike, result: TuneResult) -> None:
+    """Write ``result``'s JSON report atomically, so a pipeline never reads half of it."""
+    text = json.dumps(result.to_dict(), indent=2)
+    write_atomic(path, lambda tmp: tmp.write_text(text), option="--report")
 
 
 @dataclass
@@ -338,7 +441,9 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     classes = getattr(heldout, "class_names", None)
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
-    sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
+    # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
+    real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
+    sample = session.verification_sample(real)
     return _Sources(heldout, tuning, evaluation, sample)
 
 
@@ -352,7 +457,7 @@ def _extract_roles(
     """
     split = None
     if sources.tuning is None:
-        split = stratified_split(sources.heldout.labels, options.split, options.seed)
+        split = split_roles(sources.heldout.labels, options.split, options.seed, _describe(sources.heldout))
     in_order = split is not None and isinstance(sources.heldout, Dataset)
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
@@ -365,6 +470,19 @@ def _extract_roles(
     return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
 
 
+def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
+    """Put back the original rows of the classes the tuning data has no sample of; return those classes.
+
+    The solver already keeps them fixed; this makes the guarantee the pipeline's, whatever a
+    method does to the rows it fits (``auto``'s ``direction`` family projects every row).
+    """
+    W0, b0 = original
+    kept = np.setdiff1d(np.arange(W0.shape[0]), fitted_rows(labels, W0.shape[0]))
+    if kept.size:
+        refit.W[kept], refit.b[kept] = W0[kept], b0[kept]
+    return [int(c) for c in kept]
+
+
 def _scores(identification: Activations, n_logits: int) -> NeuronScores:
     """NeuronTune's scores from the original model's own mistakes on the identification set."""
     predictions = predict(identification.logits)
@@ -375,6 +493,13 @@ def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int
     """What the head ``(W, b)`` predicts, in float64 a block of rows at a time (no float64 copy of all)."""
     blocks = [predict(embeddings[i : i + rows] @ W.T + b) for i in range(0, len(embeddings), rows)]
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+
+
+def _inputs(session: Session, *data) -> list[Path]:
+    """Every file a run reads: the model and its external data, the data given, tokenizer and preprocessing files."""
+    options = session.data_options
+    files = [session.loaded.path, *map(Path, session.loaded.external_files)]
+    return files + _paths(*data, options.tokenizer, options.preprocess_file)
 
 
 def _paths(*given) -> list[Path]:

@@ -12,6 +12,7 @@ re-loading it, or to write a head you solved yourself::
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -19,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ntonnx.activations import Activations, is_activations
+from ntonnx.activations import Activations, is_activations, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
-from ntonnx.errors import DataError
+from ntonnx.data.dataset import dims
+from ntonnx.errors import DataError, ModelError
 from ntonnx.files import npz_members, sha256_file
+from ntonnx.graph.class_names import graph_class_names
 from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import LoadedModel, load_model, staged_model
 from ntonnx.graph.options import HeadQuery, RunOptions
@@ -37,6 +40,8 @@ PathLike = str | os.PathLike
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 #: Real samples the written model is verified on (the first ones of the held-out data).
 VERIFY_SAMPLES = 64
+#: The most bytes a synthetic verification sample may take (see :func:`synthetic_sample`).
+SYNTHETIC_SAMPLE_BYTES = 64 << 20
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Session:
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
         self._runner: ModelRunner | None = None
+        #: The class names the graph carries (ZipMap labels, metadata), or None.
+        self.model_class_names = graph_class_names(self.loaded.proto, n_label_classes(self.head.n_classes))
 
     @property
     def runner(self) -> ModelRunner:
@@ -103,7 +110,9 @@ class Session:
 
         ``classes`` (class names in model order) maps labels given as names, unless the data
         options name the classes themselves: pass the first data set's ``class_names`` when
-        opening the next, so that every set agrees on what index 2 means.
+        opening the next, so that every set agrees on what index 2 means. Without either, names
+        the model's own class names cover map in the model's order (the one its outputs follow),
+        else in sorted order.
         """
         if isinstance(source, Activations):
             return self._checked(source, "activations")
@@ -114,7 +123,19 @@ class Session:
         options = self.data_options
         if classes is not None and options.classes is None:
             options = options.with_classes(classes)
-        return open_dataset(source, self.input_specs, self.head.n_classes, options)
+        dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+        names, own = dataset.class_names, self.model_class_names
+        if (
+            options.classes is None
+            and names is not None
+            and own is not None
+            and names != own
+            and set(names) <= set(own)
+        ):
+            shown = ", ".join(own[:10]) + (", ..." if len(own) > 10 else "")
+            logger.info("data '%s': class names mapped in the model's own order (%s)", source, shown)
+            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options.with_classes(own))
+        return dataset
 
     def activations(
         self, source: Dataset | Activations, progress: ProgressFactory | None = None, order: np.ndarray | None = None
@@ -164,13 +185,35 @@ class Session:
 
 
 def synthetic_sample(specs: list[InputSpec], n: int) -> ArrayDataset:
-    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``."""
+    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``.
+
+    Used only when no data set gives real rows (tuning from saved activations). Its size comes
+    from the model's declared dims, which a model file can set to anything: it holds at most
+    :data:`SYNTHETIC_SAMPLE_BYTES` (fewer than ``n`` samples if need be), and a model whose single
+    sample is larger is refused before anything is allocated.
+    """
     rng = np.random.default_rng(0)
-    inputs = {}
-    for spec in specs:
+
+    def shape_of(spec: InputSpec, count: int) -> list[int]:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
         if shape and not isinstance(spec.shape[0], int):
-            shape[0] = n
+            shape[0] = count
+        return shape
+
+    def size(count: int) -> int:  # Python ints: a declared 1e10 cannot overflow
+        return sum(math.prod(shape_of(spec, count)) * spec.dtype.itemsize for spec in specs)
+
+    if size(1) > SYNTHETIC_SAMPLE_BYTES:
+        raise ModelError(
+            f"the model's inputs declare {', '.join(f'{s.name} {dims(s)}' for s in specs)}: one synthetic "
+            f"verification sample would take {size(1):,} bytes (> {SYNTHETIC_SAMPLE_BYTES:,}); give --data "
+            "so that real rows verify the written model"
+        )
+    while n > 1 and size(n) > SYNTHETIC_SAMPLE_BYTES:
+        n //= 2
+    inputs = {}
+    for spec in specs:
+        shape = shape_of(spec, n)
         if spec.dtype.kind == "f":
             inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:

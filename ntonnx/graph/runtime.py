@@ -20,6 +20,7 @@ import onnx
 from ntonnx.activations import Activations
 from ntonnx.data.dataset import Dataset, InputSpec, first_non_finite_row
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
+from ntonnx.files import physical_memory
 from ntonnx.graph.heads import HeadSpec, head_activations
 from ntonnx.graph.model_io import serialize_for_runtime
 
@@ -87,7 +88,10 @@ class ModelRunner:
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime logs a failing node as a colour-coded line of its own on stderr, then raises
+        # the same text, which ntonnx reports as its one-line error: keep its log to fatal errors
+        # unless ntonnx itself logs debug details.
+        options.log_severity_level = 2 if logger.isEnabledFor(logging.DEBUG) else 4
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
@@ -121,6 +125,7 @@ class ModelRunner:
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
+                self._check_padding(feed, n)
                 feed = {k: _pad(v, self.fixed_batch) for k, v in feed.items()}
             fed = len(next(iter(feed.values())))
             try:
@@ -136,6 +141,20 @@ class ModelRunner:
             del feed
         return [store.result() for store in stores]
 
+    def _check_padding(self, feed: dict[str, np.ndarray], n: int) -> None:
+        """Refuse to pad a batch to a declared batch size that would not fit in memory.
+
+        A model file may declare any fixed batch (1e10); the size is computed in Python integers
+        before anything is allocated.
+        """
+        size = sum(self.fixed_batch * (value.nbytes // max(len(value), 1)) for value in feed.values())
+        memory = physical_memory()
+        if memory is not None and size > memory // 2:
+            raise ModelError(
+                f"model '{self.label}' declares a fixed batch of {self.fixed_batch}: padding {n} samples to it "
+                f"would take {size:,} bytes (over half of this machine's {memory:,})"
+            )
+
 
 class _Rows:
     """One output collected across batches: the first ``n`` rows of each batch's value.
@@ -144,7 +163,7 @@ class _Rows:
     into one array allocated at the first batch (at row ``destination[i]`` for sample ``i`` when
     a destination is given); keeping a list of chunks and concatenating at the end would hold the
     embedding matrix twice at the peak. Any other output (not per sample, or changing shape) is
-    kept as chunks and concatenated at the end.
+    kept as chunks and concatenated at the end (a scalar as one value per batch).
     """
 
     def __init__(self, total: int, destination: np.ndarray | None = None):
@@ -155,7 +174,7 @@ class _Rows:
         self.chunks: list[np.ndarray] | None = None
 
     def add(self, value: np.ndarray, n: int, fed: int) -> None:
-        part = value[:n]
+        part = value[:n] if value.ndim else value.reshape(1)  # a scalar output: one value per batch
         if self.chunks is None and value.ndim and len(value) == fed and self.done + n <= self.total:
             if self.array is None:
                 self.array = np.empty((self.total, *part.shape[1:]), dtype=part.dtype)

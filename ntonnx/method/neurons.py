@@ -10,6 +10,14 @@ should not. The paper selects neurons whose score exceeds ``threshold`` for *all
 ``any`` rule (some class) is offered for the binary case, where one class's mistakes often carry
 the whole signal. A class with no mistakes or no successes gives no score and is reported.
 
+A class that has identification samples but no score (typically: no mistakes) blocks the
+``all`` rule: "delta > threshold for all classes" cannot hold where delta does not exist, and
+the paper's rule is the conservative one, so nothing is selected (the re-fit is then ``llr``'s)
+rather than letting the remaining classes decide alone, which in the binary case silently turns
+``all`` into ``any``. Classes with no identification samples at all (held-out data covering only
+some classes) are outside the rule: the data says nothing about them, and their head rows are
+not re-fitted either.
+
 Why ``all`` selects nothing on binary tasks, and the ``logit`` rule
 -------------------------------------------------------------------
 A neuron that encodes one attribute value fires *more* on one class's mistakes (the samples of
@@ -64,6 +72,11 @@ class NeuronScores:
         """Indices of the classes that contributed no score (no mistakes or no successes)."""
         return np.flatnonzero(np.isnan(self.delta).all(axis=1))
 
+    @property
+    def blocking_classes(self) -> np.ndarray:
+        """Classes with identification samples but no score: they block the ``all`` rule."""
+        return np.flatnonzero(np.isnan(self.delta).all(axis=1) & (self.n_wrong + self.n_right > 0))
+
 
 def spuriousness_scores(
     embeddings: np.ndarray, labels: np.ndarray, predictions: np.ndarray, n_classes: int
@@ -95,13 +108,13 @@ def spuriousness_scores(
 
 
 def identify(embeddings: np.ndarray, labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> NeuronScores:
-    """:func:`spuriousness_scores`, saying in one log line which classes gave no score and why."""
+    """:func:`spuriousness_scores`, saying in one log line (``-v``) which classes with samples gave no score."""
     scores = spuriousness_scores(embeddings, labels, predictions, n_classes)
-    unscored = scores.unscored_classes
+    unscored = scores.blocking_classes
     if unscored.size:
         shown = ", ".join(f"{y} ({scores.n_wrong[y]} wrong, {scores.n_right[y]} right)" for y in unscored[:5])
         more = f" and {unscored.size - 5} more" if unscored.size > 5 else ""
-        logger.warning(
+        logger.info(
             "%d class(es) give no neuron scores (they need both misclassified and correct identification "
             "samples): %s%s",
             unscored.size,
@@ -114,14 +127,16 @@ def identify(embeddings: np.ndarray, labels: np.ndarray, predictions: np.ndarray
 def select_spurious(scores: NeuronScores, rule: Rule = "all", threshold: float = 0.0) -> np.ndarray:
     """Indices of the neurons to suppress, sorted.
 
-    ``rule="all"`` (the paper's): ``delta > threshold`` for every scored class. ``rule="any"``:
-    for at least one scored class. Classes without a score are left out of both rules; when no
-    class has a score, nothing is selected.
+    ``rule="all"`` (the paper's): ``delta > threshold`` for every class with identification
+    samples; a class among them without a score (no mistakes or no successes) therefore selects
+    nothing (see the module docstring). ``rule="any"``: for at least one scored class. Classes
+    without identification samples are outside both rules; when no class has a score, nothing is
+    selected.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     scored = scores.delta[scores.scored_classes]
-    if len(scored) == 0:
+    if len(scored) == 0 or (rule == "all" and scores.blocking_classes.size):
         return np.array([], dtype=np.int64)
     above = scored > threshold
     chosen = above.all(axis=0) if rule == "all" else above.any(axis=0)

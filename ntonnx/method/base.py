@@ -117,3 +117,25 @@ def weighted_refit(
         max_iter=inputs.options.max_iter,
     )
     return Refit(W=fit.W, b=fit.b, converged=fit.converged, suppressed=suppressed)
+
+
+def labelled_heldout(inputs: FitInputs) -> Activations:
+    """Every labelled sample the pipeline passed: identification and tuning together.
+
+    Methods that cross-fit internally (``dfr``'s halves, ``pgdfr``'s folds) need no separate
+    identification set, and the pipeline's split would otherwise cost them half the data.
+    """
+    parts = [inputs.tuning]
+    if inputs.identification is not None and inputs.identification is not inputs.tuning:
+        parts.insert(0, inputs.identification)
+    if len(parts) == 1:
+        return inputs.tuning
+    groups = [p.groups for p in parts]
+    return Activations(
+        embeddings=np.concatenate([p.embeddings for p in parts]),
+        logits=np.concatenate([p.logits for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        groups=None if any(g is None for g in groups) else np.concatenate(groups),
+        model_digest=inputs.tuning.model_digest,
+        provider=inputs.tuning.provider,
+    )

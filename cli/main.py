@@ -24,6 +24,8 @@ from ntonnx.method.options import TuneOptions
 from .options import OptionGroup
 
 EXIT_INTERNAL = 1
+#: ``tune`` wrote the original head: the method's no-harm guard estimated its re-fit worse (see --force-write).
+EXIT_KEPT_ORIGINAL = 7
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
@@ -242,7 +244,7 @@ def tune(
             f"wrote {result.out} (method {options.method}; {len(result.suppressed)} of {result.head.dim} neurons "
             f"suppressed; provider {result.provider})",
             f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
-            *([f"auto chose: {result.selected}"] if result.selected else []),
+            *([f"{options.method} chose: {result.selected}"] if result.selected else []),
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             *[f"note: {note}" for note in payload.get("notes", [])],
             f"evaluated on {result.evaluated_on}:",
@@ -251,6 +253,8 @@ def tune(
         ])  # fmt: skip
 
     _emit(as_json, payload, text)
+    if result.kept_original:
+        ctx.exit(EXIT_KEPT_ORIGINAL)
 
 
 @main.command()

@@ -10,6 +10,7 @@ for JSON. The CLI is a thin layer over these.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -43,6 +44,8 @@ from ntonnx.session import PathLike, ProgressFactory, Session
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
 #: reads) or an opened data set.
 DataLike = PathLike | Dataset
+
+logger = logging.getLogger("ntonnx")
 
 
 @dataclass
@@ -105,8 +108,9 @@ class TuneResult:
 
     ``out`` is the path of the tuned model; ``files`` every file written (the model and its
     external data). ``selected`` and ``method_details`` say what a method that chooses among
-    candidates (``auto``) chose and why. ``report`` holds what the HTML report draws (confusion
-    matrices, the spuriousness scores, the head's change, names, digests; see
+    candidates (``auto``) chose and why; ``kept_original`` that a method's no-harm guard kept the
+    original head (the written model computes what the input does). ``report`` holds what the HTML
+    report draws (confusion matrices, the spuriousness scores, the head's change, names, digests; see
     :func:`ntonnx.report.fields.report_fields`), merged into ``to_dict()``.
     """
 
@@ -129,6 +133,7 @@ class TuneResult:
     classes: dict[str, int] | None = None
     groups: dict[str, int] | None = None
     selected: str | None = None
+    kept_original: bool = False
     method_details: dict = field(default_factory=dict)
     report: dict = field(default_factory=dict)
 
@@ -153,6 +158,7 @@ class TuneResult:
             "after": self.after.to_dict(),
             "converged": self.converged,
             "selected": self.selected,
+            "kept_original": self.kept_original,
             "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
@@ -307,7 +313,9 @@ def tune(
     )
     timings: dict[str, float] = {}
     with _timed(timings, "extraction"):
-        heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
+        heldout, identification, tuning, evaluation = _extract_roles(
+            session, sources, options, progress, split_heldout=not method.uses_all_heldout
+        )
     class_names = getattr(sources.heldout, "class_names", None)
     for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
         if acts is not None:
@@ -324,6 +332,11 @@ def tune(
         scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
         refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
+    if refit.kept_original:
+        logger.warning(
+            "kept the original head: the re-fit is estimated worse (%s); --force-write writes the re-fit anyway",
+            refit.details.get("summary", options.method),
+        )
     suppressed = [int(i) for i in refit.suppressed]
     kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
     provenance = {
@@ -383,6 +396,7 @@ def tune(
         classes=_names(sources.heldout, "class_names"),
         groups=_names(sources.heldout, "group_names"),
         selected=refit.selected,
+        kept_original=refit.kept_original,
         method_details=refit.details,
         report=fields,
     )
@@ -448,22 +462,28 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
 
 
 def _extract_roles(
-    session: Session, sources: _Sources, options: TuneOptions, progress: ProgressFactory | None
+    session: Session,
+    sources: _Sources,
+    options: TuneOptions,
+    progress: ProgressFactory | None,
+    *,
+    split_heldout: bool = True,
 ) -> tuple[Activations, Activations, Activations, Activations | None]:
     """Held-out, identification, tuning and evaluation activations.
 
     With one data set, a seeded class-stratified split gives both roles; extracted with the
-    identification samples first, the two parts are views of one array, not copies.
+    identification samples first, the two parts are views of one array, not copies. Without
+    ``split_heldout`` (methods that cross-fit internally) the whole held-out set is the tuning set.
     """
     split = None
-    if sources.tuning is None:
+    if sources.tuning is None and split_heldout:
         split = split_roles(sources.heldout.labels, options.split, options.seed, _describe(sources.heldout))
     in_order = split is not None and isinstance(sources.heldout, Dataset)
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
     evaluation = session.activations(sources.evaluation, progress) if sources.evaluation is not None else None
     if split is None:
-        return heldout, heldout, tuning, evaluation
+        return heldout, heldout, tuning if tuning is not None else heldout, evaluation
     if in_order:
         cut = len(split[0])
         return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation

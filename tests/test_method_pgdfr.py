@@ -105,3 +105,59 @@ def test_pseudo_groups_for_many_classes_are_class_by_attribute_cells():
     assert (pseudo.minority & truth).sum() / max(pseudo.minority.sum(), 1) > 0.8
     attribute = pseudo.groups % k
     assert (attribute[pseudo.minority & truth] == a[pseudo.minority & truth]).mean() > 0.8
+
+
+def _robust_linear_model(tmp_path):
+    """The guard's case above as files: a one-Gemm model whose input is the embedding, and its data."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    n_core, dim, n = 100, 200, 120
+    y = rng.integers(0, 2, n)
+    a = np.where(rng.random(n) < 0.95, y, 1 - y)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    x[:, :n_core] += ((2 * y - 1)[:, None] * 0.25).astype(np.float32)
+    x[:, n_core] += ((2 * a - 1) * 2.0).astype(np.float32)
+    W = np.zeros((1, dim), np.float32)
+    W[0, :n_core] = 0.5
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "W", "b"], ["logits"], transB=1)],
+        "robust",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", dim])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1])],
+        [numpy_helper.from_array(W, "W"), numpy_helper.from_array(np.zeros(1, np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=x, labels=y)
+    return tmp_path / "m.onnx", tmp_path / "d.npz", W
+
+
+def test_cli_keeps_the_original_head_exits_7_and_force_write_overrides(tmp_path):
+    import json
+
+    import onnx
+    from click.testing import CliRunner
+    from ntonnx_cli.main import main
+
+    from ntonnx.graph.heads import locate_head, read_head
+
+    model, data, W = _robust_linear_model(tmp_path)
+    runner = CliRunner()
+    kept = runner.invoke(
+        main, ["tune", str(model), "--data", str(data), "--method", "pgdfr", "-o", str(tmp_path / "k.onnx"), "--json"]
+    )
+    assert kept.exit_code == 7, kept.output
+    assert json.loads(kept.stdout)["kept_original"] is True
+    assert [line for line in kept.stderr.splitlines() if "kept the original head" in line]
+    written = onnx.load(tmp_path / "k.onnx")
+    np.testing.assert_array_equal(read_head(written, locate_head(written))[0], W)
+
+    forced = runner.invoke(
+        main,
+        ["tune", str(model), "--data", str(data), "--method", "pgdfr", "--force-write", "-o", str(tmp_path / "f.onnx")],
+    )
+    assert forced.exit_code == 0, forced.output
+    written = onnx.load(tmp_path / "f.onnx")
+    assert not np.array_equal(read_head(written, locate_head(written))[0], W)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntonnx.method.base import FitInputs, Method, Refit, labelled_heldout
+from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.solve import ConvergenceWarning
 
 #: DFR's published grid of inverse L1 strengths.
@@ -305,10 +305,10 @@ class Dfr(Method):
         "DFR's recipe: L1 re-fit on group-balanced subsamples, C chosen by worst-group accuracy (needs group labels)"
     )
     needs_groups = True
-    needs_identification = True  # only to receive both parts of the held-out data (see labelled_heldout)
+    uses_all_heldout = True
 
     def fit(self, inputs: FitInputs) -> Refit:
-        data = labelled_heldout(inputs)
+        data = inputs.tuning
         fit = fit_dfr(
             data.embeddings,
             data.labels,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntonnx.method.base import FitInputs, Method, Refit, labelled_heldout
+from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
 from ntonnx.method.metrics import predict
 from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups, stratified_folds
@@ -268,12 +268,17 @@ def _worst_group(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray
 class Pgdfr(Method):
     name = "pgdfr"
     summary = "label-free DFR: L1 re-fit on bias-model pseudo-groups, with a gate and a no-harm guard"
-    needs_identification = True  # only to receive both parts of the held-out data (see labelled_heldout)
+    uses_all_heldout = True
 
     def fit(self, inputs: FitInputs) -> Refit:
-        data = labelled_heldout(inputs)
+        data = inputs.tuning
         fit = fit_pgdfr(
-            data.embeddings, data.labels, inputs.original, fit_intercept=inputs.fit_intercept, seed=inputs.options.seed
+            data.embeddings,
+            data.labels,
+            inputs.original,
+            fit_intercept=inputs.fit_intercept,
+            seed=inputs.options.seed,
+            guard=not inputs.options.force_write,
         )
         details = {
             "branch": fit.branch,
@@ -285,7 +290,9 @@ class Pgdfr(Method):
             "summary": fit.summary(),
         }
         selected = "original head (guard)" if fit.kept_original else fit.branch
-        return Refit(W=fit.W, b=fit.b, converged=None, selected=selected, details=details)
+        return Refit(
+            W=fit.W, b=fit.b, converged=None, selected=selected, kept_original=fit.kept_original, details=details
+        )
 
 
 METHOD = Pgdfr()

@@ -22,7 +22,7 @@ from ntonnx.method.base import Method
 logger = logging.getLogger("ntonnx")
 
 #: Listed first in help and docs; the rest follow alphabetically.
-_ORDER = ("neurontune", "llr", "dfr", "afr", "erm", "auto")
+_ORDER = ("neurontune", "llr", "pgdfr", "dfr", "afr", "auto", "erm")
 
 
 @cache

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Callable
 
 import click
@@ -21,7 +24,20 @@ from ntonnx.method.options import TuneOptions
 from .options import OptionGroup
 
 EXIT_INTERNAL = 1
+#: ``tune`` wrote the original head: the method's no-harm guard estimated its re-fit worse (see --force-write).
+EXIT_KEPT_ORIGINAL = 7
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class _Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so that it unwinds (and cleans up) exactly as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 _DATA_HELP = (
     "Labelled data: .npz, folder of .npy, image folder (root/<class>/*.jpg), image manifest, "
     "CSV/Parquet/JSONL table or text (with --tokenizer)."
@@ -32,7 +48,7 @@ class _Group(click.Group):
     """Maps library errors to one-line messages and exit codes."""
 
     def invoke(self, ctx: click.Context):
-        from ntonnx.errors import NtonnxError
+        from ntonnx.errors import NtonnxError, printable
 
         debug = "--debug" in sys.argv or ctx.params.get("debug", False)
         try:
@@ -42,9 +58,10 @@ class _Group(click.Group):
                 raise
             click.echo(f"ntonnx: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("ntonnx: interrupted; no output was written", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, _Terminated)
+            click.echo(f"ntonnx: {'terminated' if terminated else 'interrupted'}; no output was written", err=True)
+            ctx.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except click.UsageError as exc:  # a bad option value: one line, like our own errors
             click.echo(f"ntonnx: error: {exc.format_message()}", err=True)
             ctx.exit(exc.exit_code)
@@ -53,8 +70,9 @@ class _Group(click.Group):
         except Exception as exc:
             if debug:
                 raise
+            message = printable(str(exc))
             click.echo(
-                f"ntonnx: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+                f"ntonnx: internal error: {type(exc).__name__}: {message} (rerun with --debug for the traceback)",
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
@@ -71,6 +89,19 @@ def main(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=level, format="ntonnx: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
     ctx.obj = {"quiet": quiet}
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    ctx.call_on_close(lambda: setattr(warnings, "showwarning", shown))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (a ConvergenceWarning, NumPy's) as one log line like ntonnx's own, not two with source."""
+    from ntonnx.errors import printable
+
+    logging.getLogger("ntonnx").warning("%s", printable(str(message)))
 
 
 HEAD = OptionGroup(HeadQuery, "head__")
@@ -94,7 +125,10 @@ def _progress(ctx: click.Context):
 
 
 def _emit(as_json: bool, payload: dict, text: Callable[[], str]) -> None:
-    click.echo(json.dumps(payload, indent=2) if as_json else text())
+    """Print JSON or the text summary; paths with undecodable bytes (a latin-1 name) are shown escaped."""
+    from ntonnx.errors import printable
+
+    click.echo(json.dumps(payload, indent=2) if as_json else "\n".join(map(printable, text().split("\n"))))
 
 
 @main.command()
@@ -119,12 +153,13 @@ def inspect(model: str, as_json: bool, **params) -> None:
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option("--data", required=True, type=click.Path(), help=_DATA_HELP)
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Where to write activations (.npz).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists (never an input).")
 @DATA
 @RUN
 @HEAD
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
-def extract(ctx, model, data, out, as_json, **params):
+def extract(ctx, model, data, out, force, as_json, **params):
     """Run MODEL once over DATA; save embeddings, logits and labels for tune --activations."""
     import ntonnx
 
@@ -136,6 +171,7 @@ def extract(ctx, model, data, out, as_json, **params):
         data_options=DATA.build(params),
         progress=_progress(ctx),
         save_to=out,
+        force=force,
     )
     payload = {
         "output": out,
@@ -162,13 +198,19 @@ def extract(ctx, model, data, out, as_json, **params):
 @click.option("-o", "--out", "out", required=True, type=click.Path(), help="Path of the tuned model to write.")
 @TUNE
 @click.option("--report", type=click.Path(), help="Also write the JSON report to this file.")
-@click.option("--force", is_flag=True, help="Replace --out if it exists (never the input model).")
+@click.option(
+    "--report-html", type=click.Path(), help="Also write the report as one self-contained HTML page (needs [report])."
+)
+@click.option("--plot", type=click.Path(), help="Also write the main figure as a PNG (needs [report]).")
+@click.option("--force", is_flag=True, help="Replace --out and the reports if they exist (never an input).")
 @DATA
 @RUN
 @HEAD
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 @click.pass_context
-def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force, as_json, **params) -> None:
+def tune(
+    ctx, model, data, activations, tune_data, eval_data, out, report, report_html, plot, force, as_json, **params
+) -> None:
     """Re-solve MODEL's head on held-out data and write a drop-in debiased model to --out."""
     import ntonnx
 
@@ -188,10 +230,13 @@ def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force
         data_options=DATA.build(params),
         force=force,
         progress=_progress(ctx),
+        report=report,
+        report_html=report_html,
+        plot=plot,
     )
     payload = result.to_dict()
-    if report:
-        _write_json(report, payload)
+
+    evaluated_groups = {name: i for i, name in enumerate(payload.get("group_names") or [])}
 
     def text() -> str:
         timings = ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items())
@@ -200,14 +245,17 @@ def tune(ctx, model, data, activations, tune_data, eval_data, out, report, force
             f"suppressed; provider {result.provider})",
             f"verified ({result.verification.scope}): logits match embedding @ W.T + b to "
             f"{result.verification.max_error:.1e}",
-            *([f"auto chose: {result.selected}"] if result.selected else []),
+            *([f"{options.method} chose: {result.selected}"] if result.selected else []),
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
+            *[f"note: {note}" for note in payload.get("notes", [])],
             f"evaluated on {result.evaluated_on}:",
-            metrics_table({"before": result.before, "after": result.after}),
+            metrics_table({"before": result.before, "after": result.after}, result.classes, evaluated_groups),
             f"time: {timings}",
         ])  # fmt: skip
 
     _emit(as_json, payload, text)
+    if result.kept_original:
+        ctx.exit(EXIT_KEPT_ORIGINAL)
 
 
 @main.command()
@@ -238,20 +286,44 @@ def evaluate(ctx, model, data, as_json, **params) -> None:
         lambda: (
             f"{model} on {data} (provider {result.provider}):\n"
             + (f"classes: {_mapping(result.classes)}\n" if result.classes else "")
-            + metrics_table({"model": result.metrics})
+            + metrics_table({"model": result.metrics}, result.classes, result.groups)
         ),
     )
 
 
+@main.command()
+@click.argument("report_json", metavar="REPORT", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", "out", type=click.Path(), help="HTML page to write (default: REPORT with .html).")
+@click.option("--plot", type=click.Path(), help="Also write the main figure as a PNG.")
+def report(report_json, out, plot) -> None:
+    """Draw a saved JSON report (tune --report) as one self-contained HTML page."""
+    from pathlib import Path
+
+    from ntonnx.report import read_report
+
+    payload = read_report(report_json)
+    out = out or str(Path(report_json).with_suffix(".html"))
+    _write_pictures(payload, out, plot)
+    click.echo(f"wrote {out}" + (f" and {plot}" if plot else ""))
+
+
+def _write_pictures(payload: dict, html: str | None, plot: str | None) -> None:
+    """The HTML page and/or the main figure of a report."""
+    if plot:
+        from ntonnx.report import main_figure, save_figure
+
+        save_figure(main_figure(payload), plot)
+    if html:
+        from ntonnx.report import write_html
+
+        write_html(payload, html)
+
+
 def _mapping(classes: dict[str, int]) -> str:
+    if len(classes) > 20:
+        shown = ", ".join(f"{name}={index}" for name, index in list(classes.items())[:10])
+        return f"{shown}, ... ({len(classes)} classes)"
     return ", ".join(f"{name}={index}" for name, index in classes.items())
-
-
-def _write_json(path: str, payload: dict) -> None:
-    """Write the report atomically so a pipeline never reads half of it."""
-    from ntonnx.files import write_atomic
-
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)), option="--report")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class OptionGroup:
         help_text = spec["help"]() if callable(spec["help"]) else spec["help"]
         choices = choices_of(field)
         kwargs: dict[str, Any] = {"help": help_text, "metavar": spec["metavar"]}
+        if spec["kind"] is bool:
+            return click.option(flag_of(field), prefix + field.name, is_flag=True, help=help_text)
         if choices:
             kwargs["type"] = click.Choice(list(choices), case_sensitive=False)
         elif spec["parse"] is None:

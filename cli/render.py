@@ -20,10 +20,23 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(columns: dict[str, Metrics]) -> str:
-    """Accuracy, worst class, each class, worst group and each group; one column per model."""
+#: Up to this many classes the table lists each; above, the worst few in the last column.
+MAX_CLASS_ROWS = 20
+_WORST_SHOWN = 10
+
+
+def metrics_table(
+    columns: dict[str, Metrics], classes: dict[str, int] | None = None, groups: dict[str, int] | None = None
+) -> str:
+    """Accuracy, worst class, each class, worst group and each group; one column per model.
+
+    ``classes``/``groups`` (name -> index, when the data gave names) label the rows. Above
+    :data:`MAX_CLASS_ROWS` classes only the worst ones (by the last column) are listed.
+    """
     names = list(columns)
-    first = columns[names[0]]
+    first, last = columns[names[0]], columns[names[-1]]
+    class_name = {i: n for n, i in (classes or {}).items()}
+    group_name = {i: n for n, i in (groups or {}).items()}
     rows = [["metric", *names]]
 
     def add(label: str, values: list[float | None]) -> None:
@@ -31,12 +44,18 @@ def metrics_table(columns: dict[str, Metrics]) -> str:
 
     add("accuracy", [m.accuracy for m in columns.values()])
     add("worst-class accuracy", [m.worst_class for m in columns.values()])
-    for y in first.per_class:
-        add(f"  class {y}", [m.per_class.get(y) for m in columns.values()])
+    shown = list(first.per_class)
+    if len(shown) > MAX_CLASS_ROWS:
+        shown = sorted(shown, key=lambda y: last.per_class.get(y, 1.0))[:_WORST_SHOWN]
+        rows.append([f"  {len(first.per_class)} classes; the {_WORST_SHOWN} worst ({names[-1]}):", *[""] * len(names)])
+    for y in shown:
+        label = f"class {y}" + (f" {class_name[y]}" if y in class_name else "")
+        add(f"  {label}", [m.per_class.get(y) for m in columns.values()])
     if first.per_group is not None:
         add("worst-group accuracy", [m.worst_group for m in columns.values()])
         for g, size in first.group_sizes.items():
-            add(f"  group {g} (n={size})", [m.per_group.get(g) for m in columns.values()])
+            label = group_name.get(g, f"group {g}")
+            add(f"  {label} (n={size})", [m.per_group.get(g) for m in columns.values()])
     return table(rows) + f"\n(accuracies in %, n = {first.n_samples} samples)"
 
 
@@ -60,7 +79,8 @@ def model_summary(info: ModelInfo) -> str:
         f"bias {repr(head.bias.tensor) if head.bias else 'none'}; dtype {head.dtype})",
         f"embedding {head.embedding} (width {head.dim}{pooled})",
         f"classes   {head.n_classes}{' (single logit, binary)' if head.n_classes == 1 else ''}",
-        f"post-op   {' -> '.join(head.post_ops) or 'none'} -> output '{head.output}'",
+        f"post-op   {' -> '.join([*(f'{op} (in the head node)' for op in head.inner_post_ops), *head.post_ops])}"
+        f"{'' if head.inner_post_ops or head.post_ops else 'none'} -> output '{head.output}'",
     ]
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ for JSON. The CLI is a thin layer over these.
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import threading
 import time
@@ -25,22 +27,27 @@ from ntonnx._version import __version__
 from ntonnx.activations import Activations, n_label_classes
 from ntonnx.data import DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
-from ntonnx.files import BackgroundDigest, check_output_path
-from ntonnx.graph.heads import HeadSpec, locate_head, read_head
+from ntonnx.files import BackgroundDigest, check_output_paths, write_atomic
+from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
 from ntonnx.method.base import FitInputs
+from ntonnx.method.class_mapping import check_class_mapping
 from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
 from ntonnx.method.options import TuneOptions
 from ntonnx.method.registry import check_tuning_data, get_method
-from ntonnx.method.splits import stratified_split
+from ntonnx.method.solve import fitted_rows
+from ntonnx.method.splits import split_roles
+from ntonnx.report.fields import report_fields
 from ntonnx.session import PathLike, ProgressFactory, Session
 
 #: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
 #: reads) or an opened data set.
 DataLike = PathLike | Dataset
+
+logger = logging.getLogger("ntonnx")
 
 
 @dataclass
@@ -103,7 +110,10 @@ class TuneResult:
 
     ``out`` is the path of the tuned model; ``files`` every file written (the model and its
     external data). ``selected`` and ``method_details`` say what a method that chooses among
-    candidates (``auto``) chose and why.
+    candidates (``auto``) chose and why; ``kept_original`` that a method's no-harm guard kept the
+    original head (the written model computes what the input does). ``report`` holds what the HTML
+    report draws (confusion matrices, the spuriousness scores, the head's change, names, digests; see
+    :func:`ntonnx.report.fields.report_fields`), merged into ``to_dict()``.
     """
 
     model: str
@@ -125,7 +135,9 @@ class TuneResult:
     classes: dict[str, int] | None = None
     groups: dict[str, int] | None = None
     selected: str | None = None
+    kept_original: bool = False
     method_details: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -148,9 +160,11 @@ class TuneResult:
             "after": self.after.to_dict(),
             "converged": self.converged,
             "selected": self.selected,
+            "kept_original": self.kept_original,
             "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
+            **self.report,
         }
 
 
@@ -194,20 +208,32 @@ def extract(
 
     ``data`` is any source :func:`ntonnx.data.open_dataset` reads (``data_options`` says how),
     or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole. ``save_to``
-    also writes the activations for ``tune --activations``: an ``.npz`` (atomically), or any
-    other path a folder of ``.npy`` arrays read back memory-mapped; it may not name the model or
-    the data.
+    also writes the activations (atomically) for ``tune --activations``; it follows the rule of
+    every output (:func:`ntonnx.files.check_output_path`): never an input, an existing file only
+    with ``force``.
     """
-    if save_to is not None:
-        _check_activations_path(save_to, _paths(model, data))
     session = Session(model, head=head, run=run, data_options=data_options)
     to_folder = save_to is not None and Path(save_to).suffix.lower() != ".npz"
+    if to_folder:
+        _check_activations_folder(Path(save_to), _inputs(session, data), force)
+    elif save_to is not None:
+        check_output_paths({"-o": save_to}, inputs=_inputs(session, data), force=force)
     if to_folder and session.run.engine == "ray":  # the workers' rows go straight to the output folder
         return session.activations(session.open_data(data), progress, folder=save_to)
     acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
     return acts
+
+
+def _check_activations_folder(folder: Path, inputs: list, force: bool) -> None:
+    """A folder output (see :meth:`Activations.save`): never an input, an existing one only with ``force``."""
+    from ntonnx.activations import is_activations_folder
+
+    if any(Path(p).resolve() == folder.resolve() for p in inputs):
+        raise UsageError(f"-o '{folder}' is an input; choose another path")
+    if is_activations_folder(folder) and not force:
+        raise UsageError(f"-o '{folder}' already exists; pass --force to replace it")
 
 
 def evaluate(
@@ -219,8 +245,11 @@ def evaluate(
     data_options: DataOptions | None = None,
     progress: ProgressFactory | None = None,
 ) -> EvaluationResult:
-    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
-    session = Session(model, head=head, run=run, data_options=data_options)
+    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``.
+
+    Needs no head: without one, the chosen output's scores are evaluated (:mod:`ntonnx.graph.heads.scores`).
+    """
+    session = Session(model, head=head, run=run, data_options=data_options, locate=locate_head_or_scores)
     source = session.open_data(data)
     acts = session.activations(source, progress)
     return EvaluationResult(
@@ -248,6 +277,9 @@ def tune(
     data_options: DataOptions | None = None,
     force: bool = False,
     progress: ProgressFactory | None = None,
+    report: PathLike | None = None,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
 ) -> TuneResult:
     """Re-solve ``model``'s head and write the tuned model to ``out``.
 
@@ -263,7 +295,14 @@ def tune(
     head, run : which head, and how the model runs.
     data_options : how to read data that is not model-ready arrays; applies to ``data``,
         ``tune_data`` and ``eval_data``, and class names map to the same indices in all three.
-    force : replace ``out`` if it exists (never an input file).
+    force : replace ``out`` (and ``report``) if it exists (never an input file).
+    report : also write the JSON report (``TuneResult.to_dict()``) to this file, atomically.
+    report_html, plot : also write the report as one self-contained HTML page, and its main
+        figure as a PNG (:mod:`ntonnx.report`; need the ``[report]`` extra, checked first).
+
+    Every output path (``out``, its ``.data`` file when the model keeps external data, ``report``,
+    ``report_html``, ``plot``) is checked before any work (:func:`ntonnx.files.check_output_paths`): never an input (the
+    model, its data files, any data, tokenizer or preprocessing file), never each other.
     """
     options = options or TuneOptions()
     method = get_method(options.method)
@@ -272,8 +311,16 @@ def tune(
         raise UsageError("give exactly one of --data or --activations")
     heldout_given = data if data is not None else activations
     session = Session(model, head=head, run=run, data_options=data_options)
-    out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
+    if report_html is not None or plot is not None:
+        from ntonnx.report.figures import require_matplotlib
+
+        require_matplotlib()  # before the model runs, not after
+    outputs = check_tune_outputs(
+        session, out, report, heldout_given, tune_data, eval_data, force=force, report_html=report_html, plot=plot
+    )
+    out = outputs["--out"]
     digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
+    model_names = session.model_class_names
     sources = _open_sources(session, heldout_given, tune_data, eval_data)
     tuning_source, tuning_given = (
         (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
@@ -284,27 +331,70 @@ def tune(
     timings: dict[str, float] = {}
     _import_in_background(_SOLVER_MODULES)
     with _timed(timings, "extraction"):
-        heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
+        heldout, identification, tuning, evaluation = _extract_roles(
+            session, sources, options, progress, split_heldout=not method.uses_all_heldout
+        )
+    class_names = getattr(sources.heldout, "class_names", None)
+    for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
+        if acts is not None:
+            check_class_mapping(
+                acts.labels,
+                predict(acts.logits),
+                n_label_classes(session.head.n_classes),
+                source=_describe(given),
+                class_names=class_names,
+                model_class_names=model_names,
+            )
     original = read_head(session.loaded.proto, session.head)
     with _timed(timings, "identification"):
         scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
         refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
+    if refit.kept_original:
+        logger.warning(
+            "kept the original head: the re-fit is estimated worse (%s); --force-write writes the re-fit anyway",
+            refit.details.get("summary", options.method),
+        )
     suppressed = [int(i) for i in refit.suppressed]
+    kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
         "suppressed_neurons": suppressed,
         **({"selected": refit.selected} if refit.selected else {}),
+        **({"kept_classes": kept} if kept else {}),
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
-        written = session.write(
-            out, refit.W, refit.b, provenance, data=sources.heldout if isinstance(sources.heldout, Dataset) else None
-        )
+        written = session.write(out, refit.W, refit.b, provenance, data=sources.real)
     evaluated = evaluation or heldout
-    return TuneResult(
+    before = predict(evaluated.logits)
+    after = _predictions(evaluated.embeddings, refit.W, refit.b)
+    evaluated_source = sources.evaluation if sources.evaluation is not None else sources.heldout
+    fields = report_fields(
+        labels=evaluated.labels,
+        before=before,
+        after=after,
+        n_classes=n_label_classes(session.head.n_classes),
+        class_names=class_names,
+        group_names=getattr(evaluated_source, "group_names", None),
+        model_class_names=model_names,
+        delta=None if scores is None else scores.delta,
+        n_wrong=None if scores is None else scores.n_wrong,
+        n_right=None if scores is None else scores.n_right,
+        suppressed=suppressed,
+        rule=options.rule,
+        threshold=options.threshold,
+        original=original if method.refits else None,
+        tuned=(refit.W, refit.b) if method.refits else None,
+        candidates=refit.details.get("validation"),
+        selected=refit.selected,
+        kept_classes=kept,
+        model_sha256=session.model_digest,
+        data_sha256=provenance["data_sha256"],
+    )
+    result = TuneResult(
         model=str(model),
         out=str(out),
         files=[str(f) for f in written.files],
@@ -316,16 +406,55 @@ def tune(
         suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
         evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
-        before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(_predictions(evaluated.embeddings, refit.W, refit.b), evaluated.labels, evaluated.groups),
+        before=compute_metrics(before, evaluated.labels, evaluated.groups),
+        after=compute_metrics(after, evaluated.labels, evaluated.groups),
         converged=refit.converged,
         verification=written.verification,
         timings=timings,
         classes=_names(sources.heldout, "class_names"),
         groups=_names(sources.heldout, "group_names"),
         selected=refit.selected,
+        kept_original=refit.kept_original,
         method_details=refit.details,
+        report=fields,
     )
+    if report is not None:
+        write_report(outputs["--report"], result)
+    if report_html is not None or plot is not None:
+        from ntonnx.report import main_figure, save_figure, write_html
+
+        payload = json.loads(json.dumps(result.to_dict()))  # drawn as a saved report would be
+        if report_html is not None:
+            write_html(payload, outputs["--report-html"])
+        if plot is not None:
+            save_figure(main_figure(payload), outputs["--plot"])
+    return result
+
+
+def check_tune_outputs(
+    session: Session,
+    out: PathLike,
+    report: PathLike | None,
+    *data: DataLike | Activations | None,
+    force: bool = False,
+    report_html: PathLike | None = None,
+    plot: PathLike | None = None,
+) -> dict[str, Path]:
+    """The checked paths a ``tune`` run writes: ``--out``, its ``.data`` file if any, the reports.
+
+    The output keeps the input's layout, so a model with external data gets ``<out>.data``; an
+    existing one is replaced only with ``force``, like ``out`` itself.
+    """
+    outputs = {"--out": out, "--report": report, "--report-html": report_html, "--plot": plot}
+    if session.loaded.writes_data_file:
+        outputs["--out (its external data)"] = Path(str(out) + ".data")
+    return check_output_paths(outputs, inputs=_inputs(session, *data), force=force)
+
+
+def write_report(path: PathLike, result: TuneResult) -> None:
+    """Write ``result``'s JSON report atomically, so a pipeline never reads half of it."""
+    text = json.dumps(result.to_dict(), indent=2)
+    write_atomic(path, lambda tmp: tmp.write_text(text), option="--report")
 
 
 @dataclass
@@ -335,6 +464,7 @@ class _Sources:
     heldout: Dataset | Activations
     tuning: Dataset | Activations | None
     evaluation: Dataset | Activations | None
+    real: Dataset | None  # the first set given as data: verification falls back to its first rows
 
 
 def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
@@ -343,30 +473,51 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     classes = getattr(heldout, "class_names", None)
     tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
-    return _Sources(heldout, tuning, evaluation)
+    # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
+    real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
+    return _Sources(heldout, tuning, evaluation, real)
 
 
 def _extract_roles(
-    session: Session, sources: _Sources, options: TuneOptions, progress: ProgressFactory | None
+    session: Session,
+    sources: _Sources,
+    options: TuneOptions,
+    progress: ProgressFactory | None,
+    *,
+    split_heldout: bool = True,
 ) -> tuple[Activations, Activations, Activations, Activations | None]:
     """Held-out, identification, tuning and evaluation activations.
 
     With one data set, a seeded class-stratified split gives both roles; extracted with the
-    identification samples first, the two parts are views of one array, not copies.
+    identification samples first, the two parts are views of one array, not copies. Without
+    ``split_heldout`` (methods that cross-fit internally) the whole held-out set is the tuning set.
     """
     split = None
-    if sources.tuning is None:
-        split = stratified_split(sources.heldout.labels, options.split, options.seed)
+    if sources.tuning is None and split_heldout:
+        split = split_roles(sources.heldout.labels, options.split, options.seed, _describe(sources.heldout))
     in_order = split is not None and isinstance(sources.heldout, Dataset)
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
     evaluation = session.activations(sources.evaluation, progress) if sources.evaluation is not None else None
     if split is None:
-        return heldout, heldout, tuning, evaluation
+        return heldout, heldout, tuning if tuning is not None else heldout, evaluation
     if in_order:
         cut = len(split[0])
         return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
     return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
+
+
+def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
+    """Put back the original rows of the classes the tuning data has no sample of; return those classes.
+
+    The solver already keeps them fixed; this makes the guarantee the pipeline's, whatever a
+    method does to the rows it fits (``auto``'s ``direction`` family projects every row).
+    """
+    W0, b0 = original
+    kept = np.setdiff1d(np.arange(W0.shape[0]), fitted_rows(labels, W0.shape[0]))
+    if kept.size:
+        refit.W[kept], refit.b[kept] = W0[kept], b0[kept]
+    return [int(c) for c in kept]
 
 
 def _scores(identification: Activations, n_logits: int) -> NeuronScores:
@@ -381,12 +532,11 @@ def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
-def _check_activations_path(save_to: PathLike, inputs: list[Path]) -> None:
-    """An ``.npz`` is a file ntonnx may replace; a folder is checked by :class:`ActivationsWriter` when made."""
-    if Path(save_to).suffix.lower() == ".npz":
-        check_output_path(save_to, option="-o", inputs=inputs, force=True)
-    elif any(Path(save_to).resolve() == p.resolve() for p in inputs):
-        raise UsageError(f"-o '{save_to}' is an input; choose another path")
+def _inputs(session: Session, *data) -> list[Path]:
+    """Every file a run reads: the model and its external data, the data given, tokenizer and preprocessing files."""
+    options = session.data_options
+    files = [session.loaded.path, *map(Path, session.loaded.external_files)]
+    return files + _paths(*data, options.tokenizer, options.preprocess_file)
 
 
 def _paths(*given) -> list[Path]:

@@ -12,14 +12,26 @@ from __future__ import annotations
 class NtonnxError(Exception):
     """Base class of every error ntonnx raises on purpose; ``exit_code`` is the CLI's status.
 
-    Messages are one line by construction: names taken from a file (a node, a column) may hold
-    line breaks, which are shown escaped so that a pipeline's log keeps one line per error.
+    Messages are one printable line by construction: names taken from a file (a node, a column)
+    or a path may hold line breaks, NUL bytes, terminal escapes or undecodable bytes (a latin-1
+    file name), which are shown escaped so that a pipeline's log keeps one readable line per error.
     """
 
     exit_code = 1
 
     def __init__(self, message: str = ""):
-        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
+        super().__init__(printable(str(message)))
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x00``, ``\\x1b``) and undecodable bytes as ``\\xe9``."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no byte decoded to
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class UsageError(NtonnxError, ValueError):

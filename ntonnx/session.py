@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -23,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ntonnx.activations import Activations, is_activations, is_activations_folder
+from ntonnx.activations import Activations, is_activations, is_activations_folder, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
-from ntonnx.errors import DataError
+from ntonnx.data.dataset import dims
+from ntonnx.errors import DataError, ModelError
 from ntonnx.files import npz_members, sha256_file
-from ntonnx.graph.heads import HeadSpec, locate_head
+from ntonnx.graph.class_names import graph_class_names
+from ntonnx.graph.heads import HeadSpec, locate_head, read_head
 from ntonnx.graph.model_io import LoadedModel, load_model, staged_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.rewrite import tuned_model
@@ -41,6 +44,8 @@ PathLike = str | os.PathLike
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 #: Real samples the written model is verified on (the first ones of the held-out data).
 VERIFY_SAMPLES = 64
+#: The most bytes a synthetic verification sample may take (see :func:`synthetic_sample`).
+SYNTHETIC_SAMPLE_BYTES = 64 << 20
 
 
 @dataclass
@@ -66,6 +71,8 @@ class Session:
     head : overrides of head detection.
     run : how onnxruntime runs the model.
     data_options : how :meth:`open_data` reads data that is not model-ready arrays.
+    locate : how the head is found: :func:`~ntonnx.graph.heads.locate_head`, or
+        :func:`~ntonnx.graph.heads.locate_head_or_scores` where the output's scores will do (evaluate).
     """
 
     def __init__(
@@ -75,9 +82,10 @@ class Session:
         head: HeadQuery | None = None,
         run: RunOptions | None = None,
         data_options: DataOptions | None = None,
+        locate: Callable[..., HeadSpec] = locate_head,
     ):
         self.loaded: LoadedModel = load_model(model)
-        self.head: HeadSpec = locate_head(self.loaded.proto, **asdict(head or HeadQuery()))
+        self.head: HeadSpec = locate(self.loaded.proto, **asdict(head or HeadQuery()))
         self.run = run or RunOptions()
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
@@ -87,6 +95,8 @@ class Session:
         self._head_inputs: np.ndarray | None = None
         # How to open each data set again from its path (Ray workers open their own copy).
         self._openers: dict[int, Callable[[], Dataset]] = {}
+        #: The class names the graph carries (ZipMap labels, metadata), or None.
+        self.model_class_names = graph_class_names(self.loaded.proto, n_label_classes(self.head.n_classes))
 
     @property
     def runner(self) -> ModelRunner:
@@ -109,7 +119,9 @@ class Session:
 
         ``classes`` (class names in model order) maps labels given as names, unless the data
         options name the classes themselves: pass the first data set's ``class_names`` when
-        opening the next, so that every set agrees on what index 2 means.
+        opening the next, so that every set agrees on what index 2 means. Without either, names
+        the model's own class names cover map in the model's order (the one its outputs follow),
+        else in sorted order.
         """
         if isinstance(source, Activations):
             return self._checked(source, "activations")
@@ -123,6 +135,18 @@ class Session:
         if classes is not None and options.classes is None:
             options = options.with_classes(classes)
         dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+        names, own = dataset.class_names, self.model_class_names
+        if (
+            options.classes is None
+            and names is not None
+            and own is not None
+            and names != own
+            and set(names) <= set(own)
+        ):
+            shown = ", ".join(own[:10]) + (", ..." if len(own) > 10 else "")
+            logger.info("data '%s': class names mapped in the model's own order (%s)", source, shown)
+            options = options.with_classes(own)
+            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
         if dataset.class_names is not None and options.classes is None:
             options = options.with_classes(dataset.class_names)
         self._openers[id(dataset)] = functools.partial(
@@ -145,7 +169,7 @@ class Session:
         this session) and read back memory-mapped.
         """
         if isinstance(source, Activations):
-            if self._head_inputs is None and self.head.pooling is None and self.head.pattern != "conv1x1":
+            if self._head_inputs is None and self._embedding_is_2d():
                 self._head_inputs = np.array(source.embeddings[:VERIFY_SAMPLES])  # the tensor itself: (N, dim)
             return source
         update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
@@ -160,17 +184,24 @@ class Session:
             batch_size=self.run.batch_size,
             progress=update,
             order=order,
+            head_weights=read_head(self.loaded.proto, self.head) if self.head.logits_computed else None,
             keep_first=keep,
         )
         if keep:
             self._head_inputs = self.runner.first_rows.get(self.head.embedding)
         return acts
 
+    def _embedding_is_2d(self) -> bool:
+        """Whether the embedding tensor is the ``(N, dim)`` rows themselves (no pooling, no trailing dims)."""
+        return self.head.pooling is None and self.head.pattern != "conv1x1"
+
     def _on_ray(
         self, source: Dataset, update: Callable[[int], None] | None, order: np.ndarray | None, folder: PathLike | None
     ) -> Activations:
         from ntonnx.graph.distributed import extract_on_ray
 
+        if self.head.logits_computed:
+            raise ModelError("--engine ray does not run heads whose logits are computed in NumPy; use --engine local")
         if folder is None:
             folder = tempfile.mkdtemp(prefix="ntonnx-activations-")
             weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
@@ -188,7 +219,7 @@ class Session:
             order=order,
             progress=update,
         )
-        if self._head_inputs is None and self.head.pooling is None and self.head.pattern != "conv1x1":
+        if self._head_inputs is None and self._embedding_is_2d():
             first = np.arange(min(VERIFY_SAMPLES, len(acts)))
             self._head_inputs = np.array(acts.embeddings[first if order is None else np.argsort(order)[first]])
         return acts
@@ -250,13 +281,35 @@ class Session:
 
 
 def synthetic_sample(specs: list[InputSpec], n: int) -> ArrayDataset:
-    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``."""
+    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``.
+
+    Used only when no data set gives real rows (tuning from saved activations). Its size comes
+    from the model's declared dims, which a model file can set to anything: it holds at most
+    :data:`SYNTHETIC_SAMPLE_BYTES` (fewer than ``n`` samples if need be), and a model whose single
+    sample is larger is refused before anything is allocated.
+    """
     rng = np.random.default_rng(0)
-    inputs = {}
-    for spec in specs:
+
+    def shape_of(spec: InputSpec, count: int) -> list[int]:
         shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
         if shape and not isinstance(spec.shape[0], int):
-            shape[0] = n
+            shape[0] = count
+        return shape
+
+    def size(count: int) -> int:  # Python ints: a declared 1e10 cannot overflow
+        return sum(math.prod(shape_of(spec, count)) * spec.dtype.itemsize for spec in specs)
+
+    if size(1) > SYNTHETIC_SAMPLE_BYTES:
+        raise ModelError(
+            f"the model's inputs declare {', '.join(f'{s.name} {dims(s)}' for s in specs)}: one synthetic "
+            f"verification sample would take {size(1):,} bytes (> {SYNTHETIC_SAMPLE_BYTES:,}); give --data "
+            "so that real rows verify the written model"
+        )
+    while n > 1 and size(n) > SYNTHETIC_SAMPLE_BYTES:
+        n //= 2
+    inputs = {}
+    for spec in specs:
+        shape = shape_of(spec, n)
         if spec.dtype.kind == "f":
             inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         else:

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("ntonnx.files",),
     ("ntonnx.activations",),
     ("ntonnx.data",),
-    ("ntonnx.graph", "ntonnx.method"),
+    ("ntonnx.graph", "ntonnx.method", "ntonnx.report"),
     ("ntonnx.session",),
     ("ntonnx.api",),
     ("ntonnx",),

@@ -119,7 +119,9 @@ def write_images(root, classes=("cat", "dog"), per_class=12, seed=0):
 
 
 def test_cli_tune_on_an_image_folder_reports_the_class_mapping(tmp_path):
-    images = write_images(tmp_path / "images")
+    # The model predicts class 0 for the images with the red channel halved: 'dog' here, and the
+    # classes file says dog is class 0 (the reverse would be refused by the class-order check).
+    images = write_images(tmp_path / "images", classes=("dog", "cat"))
     model = save(passthrough_classifier([("x", np.float32, ["N", 3, 8, 8])], n_classes=2), tmp_path / "m.onnx")
     (tmp_path / "classes.txt").write_text("dog\ncat\n")
     args = ["tune", model, "--data", str(images), "-o", str(tmp_path / "out.onnx"), "--classes"]
@@ -137,7 +139,7 @@ def test_cli_table_extract_and_one_line_errors(tmp_path):
     (tmp_path / "t.csv").write_text("a,b,answer\n" + rows + "\n")
     model = save(passthrough_classifier([("x", np.float32, ["N", 2])], n_classes=2), tmp_path / "m.onnx")
     out = tmp_path / "acts.npz"
-    args = ["extract", model, "--data", str(tmp_path / "t.csv"), "-o", str(out), "--label-column", "answer"]
+    args = ["extract", model, "--data", str(tmp_path / "t.csv"), "-o", str(out), "--label-column", "answer", "--force"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     acts = ntonnx.Activations.load(out)

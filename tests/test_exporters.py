@@ -92,6 +92,31 @@ def skl_mlp(path: Path, n_classes: int, zipmap: bool) -> Path:
     return path
 
 
+def skl_linear(path: Path, estimator: str, n_classes: int, *, scaler: bool, zipmap: bool | None) -> Path:
+    """skl2onnx's export of a LogisticRegression or LinearSVC (after a StandardScaler in a Pipeline).
+
+    Both end in an ``ai.onnx.ml`` ``LinearClassifier`` whose weights are node attributes; LinearSVC
+    has no ZipMap option (``zipmap=None``).
+    """
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(160, 5)) * [1, 2, 3, 4, 5] + 1).astype(np.float32)
+    y = (X[:, 0] > 1).astype(int) + (n_classes > 2) * (X[:, 1] > 1.5)
+    classifier = LogisticRegression(max_iter=500) if estimator == "logreg" else LinearSVC(max_iter=5000)
+    model = make_pipeline(StandardScaler(), classifier) if scaler else classifier
+    model.fit(X, y)
+    # LinearSVC's default option named explicitly: skl2onnx otherwise gives it a Pipeline's zipmap option and fails
+    options = {id(classifier): {"zipmap": zipmap} if zipmap is not None else {"output_class_labels": False}}
+    onx = to_onnx(model, X[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
 # ---------------------------------------------------------------------------------- hand-built
 
 
@@ -216,6 +241,11 @@ FIXTURES = [
     "skl_mlp_zipmap",
     "skl_mlp_nozipmap",
     "skl_mlp_binary",
+    "skl_logreg_binary_zipmap",
+    "skl_logreg_multi",
+    "skl_scaler_logreg_multi_zipmap",
+    "skl_linearsvc_binary",
+    "skl_scaler_linearsvc_multi",
     "tf2onnx_keras_dense",
     "paddle_constant_weights",
     "ort_dynamic_quant",
@@ -310,6 +340,41 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             "matmul_add",
             ["MatMul1", "Add1"],
             ["Sigmoid", "BinaryProba"],
+            features(5, "X"),
+        ),
+        "skl_logreg_binary_zipmap": Fixture(
+            skl_linear(root / "logreg_binary.onnx", "logreg", 2, scaler=False, zipmap=True),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["ZipMap"],
+            features(5, "X"),
+        ),
+        "skl_logreg_multi": Fixture(
+            skl_linear(root / "logreg.onnx", "logreg", 3, scaler=False, zipmap=False),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["NormalizeL1"],
+            features(5, "X"),
+        ),
+        "skl_scaler_logreg_multi_zipmap": Fixture(
+            skl_linear(root / "scaler_logreg.onnx", "logreg", 3, scaler=True, zipmap=True),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["NormalizeL1", "ZipMap"],
+            features(5, "X"),
+        ),
+        "skl_linearsvc_binary": Fixture(
+            skl_linear(root / "linearsvc_binary.onnx", "linearsvc", 2, scaler=False, zipmap=None),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["PositiveColumn"],
+            features(5, "X"),
+        ),
+        "skl_scaler_linearsvc_multi": Fixture(
+            skl_linear(root / "scaler_linearsvc.onnx", "linearsvc", 3, scaler=True, zipmap=None),
+            "linear_classifier",
+            ["LinearClassifier"],
+            [],
             features(5, "X"),
         ),
         "tf2onnx_keras_dense": Fixture(
@@ -430,9 +495,7 @@ def test_rewrite_round_trip_matches_numpy(fixture, tmp_path):
     output = got[spec.output]
     if "ZipMap" in spec.post_ops:
         output = np.array([[row[k] for k in sorted(row)] for row in output])
-    expected = numpy_post_ops(logits, spec.post_ops)
-    if "BinaryProba" in spec.post_ops:
-        expected = np.hstack([1 - expected, expected])
+    expected = numpy_post_ops(logits, [*spec.inner_post_ops, *spec.post_ops])
     if "QuantizeDequantize" in spec.post_ops:  # the output is rounded to (and clipped by) its calibrated grid
         from ntonnx.graph.index import GraphIndex
 
@@ -490,3 +553,50 @@ def test_qdq_matmul_add_head_is_refused_with_the_reason(tmp_path):
     quantized = ort_qdq(tmp_path / "float.onnx", tmp_path / "qdq.onnx", features(6, "x"))
     with pytest.raises(ntonnx.ModelError, match=r"product of MatMul 'fc_matmul' is re-quantized.*--head-node"):
         locate_head(onnx.load(str(quantized)))
+
+
+LINEAR_CLASSIFIERS = [name for name in FIXTURES if name.startswith(("skl_logreg", "skl_scaler", "skl_linearsvc"))]
+
+
+@pytest.mark.parametrize("name", LINEAR_CLASSIFIERS)
+def test_linear_classifier_tuned_end_to_end(name, exported, tmp_path):
+    """``ntonnx tune`` on skl2onnx's LinearClassifier exports (exit 3 "no linear head" before), file reloaded.
+
+    The attributes are rewritten, post_transform/multi_class/class labels kept, and onnxruntime's
+    label and scores on the written file are those of the new head ``X' @ W.T + b`` (``X'`` the
+    classifier's input, after the Scaler in a pipeline).
+    """
+    from click.testing import CliRunner
+    from ntonnx_cli.main import main
+
+    from ntonnx.graph.index import GraphIndex
+
+    fixture = exported[name]
+    data = labelled(fixture, n=120)
+    np.savez(tmp_path / "d.npz", labels=data.labels, **data.inputs)
+    out = tmp_path / "tuned.onnx"
+    args = ["tune", fixture.path, "--data", tmp_path / "d.npz", "-o", out, "--method", "llr", "--json"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    written, original = onnx.load(str(out)), onnx.load(str(fixture.path))
+    spec = locate_head(written)
+    W, b = read_head(written, spec)
+    assert relative_error(W, read_head(original, spec)[0]) > 1e-3  # re-fit, not copied
+
+    def kept(model):
+        node = GraphIndex(model).producer(spec.logits)
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if "coef" not in a.name}
+
+    assert {k: v for k, v in kept(written).items() if k != "intercepts"} == {
+        k: v for k, v in kept(original).items() if k != "intercepts"
+    }
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = fixture.inputs(np.random.default_rng(5), 40)
+    label, scores = session.run(None, x)
+    features = run_with(written, x, [spec.embedding], tmp_path / "probe.onnx")[spec.embedding].astype(np.float64)
+    logits = features @ W.T + b
+    np.testing.assert_array_equal(label, predict(logits))
+    if "ZipMap" in spec.post_ops:
+        scores = np.array([[row[k] for k in sorted(row)] for row in scores])
+    expected = numpy_post_ops(logits, [*spec.inner_post_ops, *spec.post_ops])
+    assert relative_error(scores.reshape(expected.shape), expected) < 1e-5

@@ -68,9 +68,7 @@ def test_output_never_replaces_the_input_data_file(tmp_path):
     model, params = head_model()
     save(model, tmp_path / "model.onnx", location="victim.onnx.data")
     before = digests(tmp_path)
-    with pytest.raises(
-        ntonnx.UsageError, match=r"--out '.*victim.onnx' would overwrite input file '.*victim.onnx.data'"
-    ):
+    with pytest.raises(ntonnx.UsageError, match=r"--out \(its external data\) '.*victim.onnx.data' is an input file"):
         ntonnx.tune(tmp_path / "model.onnx", tmp_path / "victim.onnx", data=data_for(params), force=True)
     with pytest.raises(ntonnx.UsageError, match=r"--out '.*model.onnx' is an input file"):
         ntonnx.tune(tmp_path / "model.onnx", tmp_path / "model.onnx", data=data_for(params), force=True)
@@ -81,7 +79,9 @@ def test_missing_data_file_is_one_line(tmp_path):
     model, _ = head_model()
     save(model, tmp_path / "model.onnx", location="model.onnx.data")
     (tmp_path / "model.onnx.data").unlink()
-    with pytest.raises(ntonnx.ModelError, match=r"cannot read its external data \['model.onnx.data'\]"):
+    with pytest.raises(
+        ntonnx.ModelError, match=r"location 'model.onnx.data': cannot read its external data \(no such file\)"
+    ):
         ntonnx.inspect_model(tmp_path / "model.onnx")
 
 
@@ -110,7 +110,7 @@ def test_fp16_model_keeps_fp16(tmp_path):
     arrays = tiny_data({k: v.astype(np.float16) for k, v in params.items()}, n=120)
     data = ArrayDataset(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
     result = ntonnx.tune(tmp_path / "model.onnx", tmp_path / "tuned.onnx", data=data)
-    assert result.verification.tolerance == 1e-2
+    assert result.verification.max_error <= result.verification.tolerance and result.verification.margin <= 1
     written = onnx.load(str(tmp_path / "tuned.onnx"))
     weight = next(t for t in written.graph.initializer if t.name == "fc.weight")
     assert weight.data_type == onnx.TensorProto.FLOAT16

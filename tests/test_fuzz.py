@@ -111,3 +111,50 @@ def test_truncated_model_is_a_model_error(tmp_path, size):
     (tmp_path / "m.onnx").write_bytes(model.SerializeToString()[:size])
     with pytest.raises(ntonnx.ModelError):
         ntonnx.inspect_model(tmp_path / "m.onnx")
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_external_data_and_declared_dims_fail_cleanly(tmp_path_factory, data):
+    """External-data locations (traversal, absolute, symlinks, offsets) and declared input dims, mutated."""
+    folder = tmp_path_factory.mktemp("fuzzext")
+    model, params = tiny_classifier()
+    (folder / "model").mkdir()
+    onnx.save(model, folder / "model" / "m.onnx", save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    (folder / "outside.bin").write_bytes(bytes(range(256)) * 8)
+    os.symlink(folder / "outside.bin", folder / "model" / "link.data")
+    proto = onnx.load(folder / "model" / "m.onnx", load_external_data=False)
+    tensor = proto.graph.initializer[data.draw(st.integers(0, len(proto.graph.initializer) - 1))]
+    entries = {e.key: e for e in tensor.external_data}
+    kind = data.draw(st.sampled_from(["location", "offset", "length", "dims"]))
+    if kind == "location":
+        entries["location"].value = data.draw(st.sampled_from(
+            ["../outside.bin", str(folder / "outside.bin"), "link.data", "model/../m.onnx.data", "", ".", "/dev/zero",
+             "nothing.data", "m.onnx", "a\\..\\m.onnx.data"]))  # fmt: skip
+    elif kind in ("offset", "length"):
+        value = str(data.draw(st.sampled_from([-1, 10**12, 2**63, 3])))
+        if kind in entries:
+            entries[kind].value = value
+        else:
+            entry = tensor.external_data.add()
+            entry.key, entry.value = kind, value
+    else:
+        dims = proto.graph.input[0].type.tensor_type.shape.dim
+        dims[data.draw(st.integers(0, len(dims) - 1))].dim_value = data.draw(
+            st.sampled_from([0, 1, 7, 10**10, 2**62]))  # fmt: skip
+    onnx.save(proto, folder / "model" / "m.onnx")
+    np.savez(folder / "d.npz", **tiny_data(params, n=40))
+    before = _snapshot(folder) | {f"model/{k}": v for k, v in _snapshot(folder / "model").items()}
+    out = folder / "out.onnx"
+    try:
+        ntonnx.tune(folder / "model" / "m.onnx", out, data=folder / "d.npz", options=ntonnx.TuneOptions(method="llr"))
+    except NtonnxError as exc:
+        assert "\n" not in str(exc), f"multi-line message: {exc}"
+        assert not out.exists()
+    else:
+        written = onnx.load(out)
+        assert written.graph.initializer, "the written model lost its weights"
+    after = _snapshot(folder) | {f"model/{k}": v for k, v in _snapshot(folder / "model").items()}
+    assert {k: v for k, v in after.items() if not k.startswith("out.onnx")} == before
+    assert b"\x00\x01\x02\x03" not in b"".join(v for k, v in after.items() if k.startswith("out.onnx")), "read outside"
+    assert not [p for p in os.listdir(folder) if p.startswith(".ntonnx-")]

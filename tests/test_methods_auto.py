@@ -178,7 +178,7 @@ def test_cli_tune_auto_reports_its_choice(tiny, tmp_path):
         main, ["tune", str(model_path), "--data", str(data_path), "--method", "auto", "-o", str(tmp_path / "o.onnx")]
     )
     assert result.exit_code == 0, result.output
-    assert "auto chose: " in result.output
+    assert "auto chose: " in result.output  # the method names its choice
 
 
 def test_default_method_is_still_the_papers():

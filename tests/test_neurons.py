@@ -47,14 +47,24 @@ def test_rule_any_needs_one_class_above_threshold():
     np.testing.assert_array_equal(select_spurious(scores, "any", 6.0), [])
 
 
-def test_class_without_mistakes_gives_no_score_and_is_left_out_of_the_rules():
+def test_class_without_mistakes_blocks_rule_all_and_is_left_out_of_rule_any():
     predictions = PREDICTIONS.copy()
     predictions[7] = 1  # class 1 now has no mistakes
     scores = spuriousness_scores(EMBEDDINGS, LABELS, predictions, n_classes=2)
     assert np.isnan(scores.delta[1]).all()
     np.testing.assert_array_equal(scores.unscored_classes, [1])
-    # "all" ranges over scored classes only: class 0 alone decides
-    np.testing.assert_array_equal(select_spurious(scores, "all", 0.0), [0, 2])
+    np.testing.assert_array_equal(scores.blocking_classes, [1])
+    # "all" cannot hold for a class without a score: nothing (not "any" in disguise); "any": class 0 decides
+    np.testing.assert_array_equal(select_spurious(scores, "all", 0.0), [])
+    np.testing.assert_array_equal(select_spurious(scores, "any", 0.0), [0, 2])
+
+
+def test_classes_without_samples_are_outside_the_rules():
+    """A 3-class model, identification data of classes 0 and 1 only: class 2 neither blocks nor decides."""
+    scores = spuriousness_scores(EMBEDDINGS, LABELS, PREDICTIONS, n_classes=3)
+    np.testing.assert_array_equal(scores.unscored_classes, [2])
+    assert scores.blocking_classes.size == 0
+    np.testing.assert_array_equal(select_spurious(scores, "all", 0.0), [0])
 
 
 def test_no_scored_class_selects_nothing():

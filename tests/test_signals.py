@@ -103,3 +103,42 @@ def test_sigkill_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_path, m
     assert result.exit_code == 0, result.output
     assert not list(tmp_path.glob(".ntonnx-tmp-*")), "stale temp folder was not cleaned"
     onnx.checker.check_model(str(out))
+
+
+@pytest.mark.parametrize("point", ["extraction", "writing"])
+def test_sigterm_is_handled_like_sigint_and_exits_143(tmp_path, model_and_data, point):
+    model, data = model_and_data
+    out = tmp_path / "out.onnx"
+    before = model.read_bytes()
+    proc, _ = _start(tmp_path, point, model, data, out)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert stderr.strip().splitlines() == ["ntonnx: terminated; no output was written"]
+    assert not out.exists()
+    assert not list(tmp_path.glob(".ntonnx-*"))
+    assert model.read_bytes() == before
+
+
+def test_a_live_runs_temp_folder_is_kept_whatever_its_pid_and_a_dead_ones_is_removed(tmp_path, model_and_data):
+    """Staleness is the writer's flock, not a PID: a PID from another namespace may look dead (or alive)."""
+    import fcntl
+
+    model, data = model_and_data
+    live, dead = tmp_path / ".ntonnx-tmp-999999999-live", tmp_path / ".ntonnx-tmp-1-dead"
+    for folder in (live, dead):
+        folder.mkdir()
+        (folder / "big.onnx.data").write_bytes(b"\0" * 1000)
+        (folder / ".lock").touch()
+    holder = os.open(live / ".lock", os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # as the live writer holds it (PID 999999999 does not exist here)
+    try:
+        from click.testing import CliRunner
+        from ntonnx_cli.main import main
+
+        result = CliRunner().invoke(main, ["tune", str(model), "--data", str(data), "-o", str(tmp_path / "o.onnx")])
+        assert result.exit_code == 0, result.output
+        assert live.is_dir() and (live / "big.onnx.data").exists(), "a live run's temp folder was deleted"
+        assert not dead.exists(), "a dead run's temp folder was left (PID 1 is alive, its lock is not held)"
+    finally:
+        os.close(holder)

@@ -1,6 +1,8 @@
-"""Data given as arrays: an ``.npz`` archive (read whole) or a folder of ``.npy`` files (memory-mapped).
+"""Data given as arrays: an ``.npz`` archive (needed arrays only) or a folder of ``.npy`` files (memory-mapped).
 
-One array per model input, named after it, plus ``labels`` and optionally ``groups``. The arrays
+One array per model input, named after it, plus ``labels`` and optionally ``groups``. In a
+``.npy`` folder the file of an input whose name holds ``/`` replaces each ``/`` by ``__``
+(input ``gpu_0/data_0`` reads ``gpu_0__data_0.npy``). The arrays
 are checked against the model's declared inputs here, so that a mistake is reported with the file
 and array name before any model run.
 """
@@ -16,13 +18,28 @@ import numpy as np
 
 from ntonnx.activations import n_label_classes
 from ntonnx.data.dataset import ArrayDataset, InputSpec, check_finite, dims
-from ntonnx.data.labels import encode_groups, encode_labels
+from ntonnx.data.labels import encode_groups, encode_labels, in_int64_range
 from ntonnx.errors import DataError
 
 logger = logging.getLogger("ntonnx")
 
 LABELS_KEY = "labels"
 GROUPS_KEY = "groups"
+
+
+def npy_file_name(input_name: str) -> str:
+    """The file of a ``.npy`` folder that feeds model input ``input_name``: ``<name>.npy``, with each
+    ``/`` (which no file name can hold; exporters write names like ``gpu_0/data_0``) as ``__``."""
+    return input_name.replace("/", "__") + ".npy"
+
+
+def by_input_name(arrays: dict[str, np.ndarray], specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """``arrays`` keyed by file stem, with each model input's file (:func:`npy_file_name`) under the input's name."""
+    for spec in specs:
+        stem = npy_file_name(spec.name)[: -len(".npy")]
+        if spec.name not in arrays and stem in arrays:
+            arrays[spec.name] = arrays.pop(stem)
+    return arrays
 
 
 def load_npy_folder(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -72,9 +89,10 @@ def validate_arrays(
     inputs, deferred = {}, {}
     for spec in input_specs:
         if spec.name not in arrays:
+            in_folder = f"; in a .npy folder, file '{npy_file_name(spec.name)}'" if "/" in spec.name else ""
             raise DataError(
                 f"data '{source}' has no array for model input '{spec.name}' "
-                f"(arrays: {sorted(arrays)}; expected one per input plus '{LABELS_KEY}')"
+                f"(arrays: {sorted(arrays)}; expected one per input plus '{LABELS_KEY}'{in_folder})"
             )
         array = arrays[spec.name]
         _check_input(array, spec, n, source)
@@ -122,9 +140,12 @@ def _labels(raw: np.ndarray, n_classes: int, source: str) -> np.ndarray:
 def _integer_vector(raw: np.ndarray, key: str, source: str) -> np.ndarray:
     if raw.ndim != 1:
         raise DataError(f"data '{source}': '{key}' must be a vector, got shape {raw.shape}")
-    if raw.dtype.kind in "iu":
-        return raw.astype(np.int64)
-    if raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw)):
+    if raw.dtype.kind in "iu" or (raw.dtype.kind == "f" and np.all(np.isfinite(raw)) and np.all(raw == np.round(raw))):
+        too_large = np.flatnonzero(~in_int64_range(raw))
+        if too_large.size:
+            raise DataError(
+                f"data '{source}': '{key}'[{too_large[0]}] = {raw[too_large[0]]:.6g} is too large for a class index"
+            )
         return raw.astype(np.int64)
     raise DataError(f"data '{source}': '{key}' must hold integers, got dtype {raw.dtype}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ntonnx.data.dataset import StreamingDataset
-from ntonnx.data.labels import encode_labels
+from ntonnx.data.labels import FOLDER, encode_labels
 from ntonnx.data.preprocess import ImagePipeline
 from ntonnx.data.tables import TableFile, read_labels
 from ntonnx.errors import DataError
@@ -104,12 +104,12 @@ def image_folder(
         if not files:
             raise DataError(
                 f"class folder '{root / folder}' has no images ({', '.join(sorted(IMAGE_SUFFIXES))}); "
-                "every class needs samples"
+                "add images or remove the folder"
             )
         paths += files
         names += [folder] * len(files)
     labels, class_names = encode_labels(
-        np.array(names), n_classes, str(root), "class folder", list(classes) if classes is not None else None
+        np.array(names), n_classes, str(root), FOLDER, list(classes) if classes is not None else None
     )
     return ImageDataset(paths, pipeline, labels, None, str(root), class_names, workers=workers)
 
@@ -137,6 +137,10 @@ def image_manifest(
 ) -> ImageDataset:
     """The images a manifest table lists, with their labels (and groups).
 
+    Paths are relative to the manifest's folder, or absolute; ``../`` is allowed (manifests often
+    point into a shared image tree). Each must name a regular file (or a symlink to one): a FIFO
+    or a device is refused, as it would block or never end.
+
     ``group_column`` None reads a ``group`` column if there is one.
     """
     table = TableFile(manifest)
@@ -147,8 +151,9 @@ def image_manifest(
     for row, name in enumerate(read.columns[path_column].tolist()):
         if not isinstance(name, str) or not name:
             raise DataError(f"data '{source}': column '{path_column}' is empty at row {row}")
-        path = os.path.join(table.path.parent, name)
+        path = os.path.join(table.path.parent, name)  # relative to the manifest; ../ and absolute paths allowed
         if not os.path.isfile(path):
-            raise DataError(f"data '{source}': image '{path}' at row {row} does not exist")
+            what = "is not a regular file" if os.path.exists(path) else "does not exist"
+            raise DataError(f"data '{source}': image '{path}' at row {row} {what}")
         paths.append(path)
     return ImageDataset(paths, pipeline, read.labels, read.groups, source, read.class_names, read.group_names, workers)

@@ -3,17 +3,24 @@
 Users label data the way their pipeline does: class indices, or class names ("cat", "dog").
 Names map through a class list the user gives (in the model's output order) or, failing that,
 the sorted unique names; the mapping used is kept so the report can show it. A sorted-name
-mapping is only a guess unless every model class is present, so it is refused otherwise.
+mapping is only a guess unless every model class is present, so it is refused otherwise. A class
+list may name classes the data has no samples of (held-out data covering only some classes).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from ntonnx.activations import n_label_classes
 from ntonnx.errors import DataError
+
+logger = logging.getLogger("ntonnx")
+
+#: The ``column`` name image folders pass: their labels come from sub-folder names.
+FOLDER = "class folder"
 
 
 def encode_labels(
@@ -31,6 +38,7 @@ def encode_labels(
     n_classes : number of the model's classes (1 for a single-logit binary head).
     source, column : where the labels come from, for messages.
     classes : class names in the model's output order; names in ``values`` must be among them.
+        With it, labels are names always: numbers are read as the names they spell ("90").
 
     Returns
     -------
@@ -46,24 +54,23 @@ def encode_labels(
         if len(classes) > n_model:
             raise DataError(f"the class list names {len(classes)} classes, the model has {n_model}")
     raw = _as_array(values, source, column)
-    named = raw.dtype.kind in "US" and (
-        (classes is not None and set(raw.tolist()) <= set(classes)) or not _all_integers(raw)
-    )
+    if classes is not None and raw.dtype.kind in "iuf":
+        # With a class list, labels are names, always: a table's "90" is read as the number 90,
+        # which is the class named "90" (as in an image folder), not index 90.
+        raw = _as_names(raw, source, column)
+    named = raw.dtype.kind in "US" and (classes is not None or not _all_integers(raw))
     if named:
         labels, names = _by_name(raw, classes, n_model, source, column)
+        shown = ", ".join(f"{name}={i}" for i, name in enumerate(names[:10])) + (", ..." if len(names) > 10 else "")
+        order = "the order given" if classes is not None else "sorted order (pass --classes to set it)"
+        logger.info("data '%s': %s names mapped to the model's classes in %s: %s", source, column, order, shown)
     else:
         labels, names = _integers(raw, source, column), classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_model))
     if bad.size:
-        raise DataError(
-            f"data '{source}': {column} at row {bad[0]} is {labels[bad[0]]}, "
-            f"outside the model's classes 0..{n_model - 1}"
-        )
-    if names is not None:
-        counts = np.bincount(labels, minlength=len(names))
-        empty = np.flatnonzero(counts[: len(names)] == 0)
-        if empty.size:
-            raise DataError(f"data '{source}': class {names[empty[0]]!r} (index {empty[0]}) has no samples")
+        # an image folder's labels are its sub-folders: name the folder, not a row nobody sees
+        where = f"class folder '{raw[bad[0]]}'" if column == FOLDER else f"{column} at row {bad[0]}"
+        raise DataError(f"data '{source}': {where} is {labels[bad[0]]}, outside the model's classes 0..{n_model - 1}")
     return labels, names
 
 
@@ -82,6 +89,10 @@ def _as_array(values: Sequence | np.ndarray, source: str, column: str) -> np.nda
         missing = [i for i, v in enumerate(raw.tolist()) if v is None or (isinstance(v, float) and np.isnan(v))]
         if missing:
             raise DataError(f"data '{source}': {column} is empty at row {missing[0]}")
+        for row, value in enumerate(raw.tolist()):
+            if isinstance(value, str) and not _is_utf8(value):
+                shown = value.encode("utf-8", "surrogateescape")[:40]
+                raise DataError(f"data '{source}': {column} at row {row} is not UTF-8 text ({shown!r}); save as UTF-8")
         raw = raw.astype(str)
     if raw.ndim != 1:
         raise DataError(f"data '{source}': {column} must be one value per sample, got shape {raw.shape}")
@@ -92,6 +103,44 @@ def _as_array(values: Sequence | np.ndarray, source: str, column: str) -> np.nda
     return raw
 
 
+def in_int64_range(raw: np.ndarray) -> np.ndarray:
+    """Which of ``raw``'s numbers an int64 holds (casting the others wraps to nonsense like -2**63).
+
+    Parameters
+    ----------
+    raw : ndarray of shape (n,), integers or integral floats.
+    """
+    if raw.dtype.kind == "u":
+        return raw <= np.iinfo(np.int64).max
+    if raw.dtype.kind == "f":
+        return np.abs(raw.astype(np.float64)) < 2.0**63
+    return np.ones(raw.shape, dtype=bool)
+
+
+def _as_names(raw: np.ndarray, source: str, column: str) -> np.ndarray:
+    """Numeric labels as the names they spell: 90 and 90.0 are "90"; 0.5 is refused."""
+    if raw.dtype.kind == "f":
+        fractional = np.flatnonzero(raw != np.round(raw))
+        if fractional.size:
+            raise DataError(
+                f"data '{source}': {column} at row {fractional[0]} is {raw[fractional[0]]}, not a class name"
+            )
+        large = np.flatnonzero(~in_int64_range(raw))
+        if large.size:
+            raise DataError(f"data '{source}': {column} at row {large[0]} is {raw[large[0]]:.6g}, not a class name")
+        raw = raw.astype(np.int64)
+    return raw.astype(str)
+
+
+def _is_utf8(value: str) -> bool:
+    """False for text decoded from bytes that are not UTF-8 (kept as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _all_integers(raw: np.ndarray) -> bool:
     """True when every string is an integer literal ("3", "-1"), as CSV labels often are."""
     return raw.dtype.kind in "US" and all(s.strip().lstrip("+-").isdigit() for s in raw.astype(str).tolist())
@@ -99,13 +148,22 @@ def _all_integers(raw: np.ndarray) -> bool:
 
 def _integers(raw: np.ndarray, source: str, column: str) -> np.ndarray:
     if raw.dtype.kind in "US":
-        return np.array([int(s) for s in raw.astype(str).tolist()], dtype=np.int64)
+        values = [int(s) for s in raw.astype(str).tolist()]
+        large = next((row for row, v in enumerate(values) if not -(2**63) <= v < 2**63), None)
+        if large is not None:
+            raise DataError(f"data '{source}': {column} at row {large} is {values[large]}, too large for a class index")
+        return np.array(values, dtype=np.int64)
     if raw.dtype.kind == "f":
         fractional = np.flatnonzero(raw != np.round(raw))
         if fractional.size:
             raise DataError(
                 f"data '{source}': {column} at row {fractional[0]} is {raw[fractional[0]]}, not a class index"
             )
+    large = np.flatnonzero(~in_int64_range(raw)) if raw.dtype.kind in "uf" else []
+    if len(large):
+        raise DataError(
+            f"data '{source}': {column} at row {large[0]} is {raw[large[0]]:.6g}, too large for a class index"
+        )
     return raw.astype(np.int64)
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ntonnx.data.arrays import load_npy_folder, validate_arrays
+from ntonnx.data.arrays import by_input_name, load_npy_folder, validate_arrays
 from ntonnx.data.dataset import Dataset, InputSpec
 from ntonnx.data.options import FORMATS, DataOptions
 from ntonnx.data.tables import TABLE_SUFFIXES, TableDataset, TableFile, read_labels, table_columns
 from ntonnx.errors import DataError, UsageError
-from ntonnx.files import read_npz
+from ntonnx.files import NpzArchive
 
 
 def detect_format(path: str | os.PathLike, options: DataOptions) -> str:
@@ -57,9 +57,11 @@ def open_dataset(
     kind = detect_format(path, options)
     classes = list(options.classes) if options.classes is not None else None
     if kind == "npz":
-        return validate_arrays(read_npz(path), specs, n_classes, source=str(path), classes=classes)
+        with NpzArchive(path) as arrays:  # only the arrays the model needs are ever read
+            return validate_arrays(arrays, specs, n_classes, source=str(path), classes=classes)
     if kind == "npy":
-        return validate_arrays(load_npy_folder(path), specs, n_classes, source=str(path), lazy=True, classes=classes)
+        arrays = by_input_name(load_npy_folder(path), specs)
+        return validate_arrays(arrays, specs, n_classes, source=str(path), lazy=True, classes=classes)
     if kind in ("image-folder", "image-manifest"):
         from ntonnx.data.images import image_folder, image_manifest
 

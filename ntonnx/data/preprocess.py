@@ -15,7 +15,10 @@ the channels fed to the model (RGB, or BGR for Caffe-style models).
 from __future__ import annotations
 
 import json
+import logging
 import os
+import stat
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -24,6 +27,12 @@ import numpy as np
 from ntonnx.data.dataset import InputSpec, dims, require_extra
 from ntonnx.errors import DataError, UsageError
 from ntonnx.options import numbers, option
+
+logger = logging.getLogger("ntonnx")
+
+#: The most pixels an image may have, decoded or after resizing: Pillow's own decompression-bomb
+#: limit (``PIL.Image.MAX_IMAGE_PIXELS``), checked before decoding and before resizing.
+MAX_IMAGE_PIXELS = 89_478_485
 
 #: Named preprocessing conventions. ``imagenet`` is torchvision's; ``imagenet-caffe`` is Keras
 #: "caffe" mode (BGR, mean subtraction on 0..255); ``imagenet-tf`` is Keras "tf" mode (-1..1).
@@ -179,6 +188,18 @@ class ImagePreprocess:
         interpolation = (self.interpolation or "bilinear").lower()
         if interpolation not in INTERPOLATIONS:
             raise UsageError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}, got '{interpolation}'")
+        logger.info(
+            "images for %s: resize %s, center crop %s, %s %s, x%g, mean %s, std %s, %s interpolation",
+            where,
+            resize or "none",
+            _size_text(crop) if crop else "none",
+            order,
+            layout,
+            scale,
+            np.round(mean, 4).tolist(),
+            np.round(std, 4).tolist(),
+            interpolation,
+        )
         return ImagePipeline(
             input_name=spec.name,
             resize=resize,
@@ -222,8 +243,12 @@ class ImagePipeline:
         than the crop.
         """
         Image = require_extra("PIL.Image", "images", "reading images")
+        _quiet_pillow_bomb_warning(Image)
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                raise DataError(f"image '{path}' is not a regular file")
             with Image.open(path) as opened:
+                self._check_pixels(opened.size, path)  # from the header, before decoding anything
                 opened.load()
                 mode = "RGB" if self.channels == 3 else "L"
                 image = opened if opened.mode == mode else opened.convert(mode)
@@ -238,6 +263,25 @@ class ImagePipeline:
             image = _center_crop(image, self.crop, path)
         pixels = np.asarray(image, dtype=np.uint8)
         return pixels.reshape(*pixels.shape[:2], self.channels)
+
+    def _check_pixels(self, size: tuple[int, int], path: str | os.PathLike) -> None:
+        """Refuse an image whose decoded or resized pixels exceed :data:`MAX_IMAGE_PIXELS`.
+
+        A small file can declare a huge image (a 12 KB PNG of 1x4,000,000), and resizing its short
+        side up multiplies the long one (to 16x64,000,000 for ``--resize 16``).
+        """
+        width, height = size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise DataError(
+                f"image '{path}' is {width}x{height} = {width * height:,} pixels, over the cap of {MAX_IMAGE_PIXELS:,}"
+            )
+        if self.resize is not None:
+            new_width, new_height = _resized(size, self.resize)
+            if new_width * new_height > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    f"image '{path}' is {width}x{height}: resized it would be {new_width}x{new_height} = "
+                    f"{new_width * new_height:,} pixels, over the cap of {MAX_IMAGE_PIXELS:,}"
+                )
 
     def tensor(self, pixels: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """The model's input from decoded uint8 pixels of shape (n, height, width, channels).
@@ -263,6 +307,17 @@ class ImagePipeline:
         if work is not out:
             np.copyto(out, work, casting="unsafe")
         return out
+
+
+def _quiet_pillow_bomb_warning(Image) -> None:
+    """Silence Pillow's warning for images over its pixel limit: ntonnx refuses them itself (``_check_pixels``).
+
+    A ``catch_warnings`` block per image would not do: images are decoded in several threads,
+    and that context manager swaps process-wide state. The filter is added again if someone
+    (a test harness) reset the filters.
+    """
+    if not any(f[0] == "ignore" and f[2] is Image.DecompressionBombWarning for f in warnings.filters):
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def _resized(size: tuple[int, int], resize: int | tuple[int, int]) -> tuple[int, int]:

@@ -31,6 +31,15 @@ TABLE_SUFFIXES = {
 }
 
 
+# Byte-order marks of the Unicode encodings other than UTF-8 (longest first: UTF-32 LE starts like UTF-16 LE).
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+
+
 def _pyarrow():
     return require_extra("pyarrow", "tables", "reading CSV, Parquet and JSON Lines data")
 
@@ -52,7 +61,22 @@ class TableFile:
             )
         if not self.path.is_file():
             raise DataError(f"data file '{self.path}' does not exist")
+        if self.kind != "parquet":
+            self._check_encoding()
         self.columns = self._schema().names
+        duplicates = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if duplicates:
+            raise DataError(f"data file '{self.path}' has column '{duplicates[0]}' more than once; rename one")
+
+    def _check_encoding(self) -> None:
+        """Refuse UTF-16/32 text up front: pyarrow reads it as one garbled column full of NUL bytes."""
+        with open(self.path, "rb") as handle:
+            start = handle.read(4)
+        for bom, name in _BOMS:
+            if start.startswith(bom):
+                raise DataError(
+                    f"data file '{self.path}' is {name} text; ntonnx reads {self.kind} as UTF-8: save it so"
+                )
 
     def require(self, column: str, option: str) -> str:
         """``column``, or a :class:`DataError` listing the columns there are and the option to fix it."""
@@ -67,7 +91,7 @@ class TableFile:
         if not parts:
             return {name: np.array([], dtype=object) for name in columns}
         table = pa.concat_tables(parts)
-        return {name: table.column(name).to_numpy() for name in columns}
+        return {name: _decoded(table.column(name)) for name in columns}
 
     def stream(
         self, columns: Sequence[str], batch_size: int, numeric: Sequence[str] = ()
@@ -140,6 +164,20 @@ class TableFile:
             return self._open(None).schema
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"data file '{self.path}' cannot be read as {self.kind}: {first_line(exc)}") from None
+
+
+def _decoded(column) -> np.ndarray:
+    """A column as NumPy; bytes (pyarrow's type for text that is not valid UTF-8, e.g. latin-1) as str.
+
+    Bytes are decoded as the file system decodes names (undecodable bytes kept as surrogates), so
+    that a path column still reaches files with such names, while labels and text refuse them
+    (:func:`not_utf8`).
+    """
+    values = column.to_numpy()
+    pa = _pyarrow()
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        values = np.array([v if v is None else v.decode("utf-8", "surrogateescape") for v in values], dtype=object)
+    return values
 
 
 class Labelled(NamedTuple):

@@ -3,11 +3,13 @@
 The tokenizer file is the one shipped with the model (the ``tokenizers`` library reads it; no
 network), so token ids match the deployment's. Sequences are truncated and padded to one length
 (the option, else the model's declared sequence length, else the tokenizer's own truncation
-length) and cast to the model's integer dtype. Only the inputs the model declares are produced.
+length, up to :data:`MAX_TOKENIZER_LENGTH`) and cast to the model's integer dtype. Only the
+inputs the model declares are produced.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +20,15 @@ from ntonnx.data.dataset import InputSpec, StreamingDataset, dims, require_extra
 from ntonnx.data.tables import Labelled, TableFile, read_labels
 from ntonnx.errors import DataError, UsageError, first_line
 
+logger = logging.getLogger("ntonnx")
+
 #: Model input name -> attribute of a ``tokenizers.Encoding``.
 ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 _PAD_TOKENS = ("[PAD]", "<pad>", "<|pad|>")
+#: The longest sequence taken from a tokenizer file's own truncation setting (when neither the
+#: model nor --max-length fixes the length): every sequence is padded to it, and a file may say
+#: 2**32 - 1, which would need terabytes per batch. Longer sequences need --max-length.
+MAX_TOKENIZER_LENGTH = 16384
 
 
 class TextDataset(StreamingDataset):
@@ -61,6 +69,11 @@ class TextDataset(StreamingDataset):
     def _strings(self, column, name: str, start: int) -> list[str]:
         values = column.to_pylist()
         for row, value in enumerate(values):
+            if isinstance(value, bytes):  # pyarrow's type for text that is not valid UTF-8
+                raise DataError(
+                    f"data '{self.source}': column '{name}' at row {start + row} is not UTF-8 text "
+                    f"({value[:40]!r}); save the file as UTF-8"
+                )
             if not isinstance(value, str):
                 what = "empty" if value is None else f"{type(value).__name__} {value!r}, not text,"
                 raise DataError(f"data '{self.source}': column '{name}' is {what} at row {start + row}")
@@ -113,16 +126,30 @@ def load_tokenizer(path: str | os.PathLike, max_length: int | None, pad_token: s
         tokenizer = tokenizers.Tokenizer.from_file(str(path))
     except Exception as exc:  # the Rust side raises plain Exception
         raise UsageError(f"--tokenizer '{path}' is not a readable tokenizer.json: {first_line(exc)}") from None
+    origin = "the model's inputs or --max-length"
     if max_length is None:
-        max_length = (tokenizer.truncation or {}).get("max_length")
+        max_length, origin = (tokenizer.truncation or {}).get("max_length"), "the tokenizer file"
         if max_length is None:
             raise UsageError("the model's sequence length is free and the tokenizer sets none; pass --max-length N")
+        if max_length > MAX_TOKENIZER_LENGTH:
+            raise DataError(
+                f"tokenizer '{path}' truncates at {max_length} tokens and the model's sequence length is free: "
+                f"every sequence would be padded to it (over ntonnx's cap of {MAX_TOKENIZER_LENGTH}); "
+                "pass --max-length N"
+            )
     padding = dict(tokenizer.padding or {})
     if pad_token is not None or not padding:
         token = pad_token or next((t for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), None)
         if token is None or tokenizer.token_to_id(token) is None:
             raise UsageError(f"tokenizer '{path}' has no padding token {token or ''}; pass --pad-token TOKEN")
         padding.update(pad_token=token, pad_id=tokenizer.token_to_id(token))
+    logger.info(
+        "tokenizer '%s': %d tokens per sequence (from %s), padded with %r",
+        path,
+        max_length,
+        origin,
+        padding["pad_token"],
+    )
     tokenizer.enable_truncation(max_length)
     tokenizer.enable_padding(
         direction=padding.get("direction", "right"),

@@ -20,6 +20,7 @@ import onnx
 from ntonnx.activations import Activations
 from ntonnx.data.dataset import Dataset, InputSpec, first_non_finite_row
 from ntonnx.errors import DataError, ModelError, UsageError, first_line, require_onnxruntime
+from ntonnx.files import physical_memory
 from ntonnx.graph.heads import HeadSpec, head_activations
 from ntonnx.graph.model_io import serialize_for_runtime
 
@@ -49,6 +50,23 @@ def resolve_providers(requested: str | None) -> list[str]:
     return [name] if name == "CPUExecutionProvider" else [name, "CPUExecutionProvider"]
 
 
+def _session(ort, source, options, providers: list[str], label: str, exact: bool):
+    """An onnxruntime session on ``providers``; with ``exact``, CUDA without TF32 where this onnxruntime can."""
+    # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
+    if exact and "CUDAExecutionProvider" in providers:
+        no_tf32 = [(p, {"use_tf32": "0"}) if p == "CUDAExecutionProvider" else p for p in providers]
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return ort.InferenceSession(source, sess_options=options, providers=no_tf32)
+        except Exception:  # an onnxruntime without the option: load as requested below
+            pass
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:
+        raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+
+
 class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
@@ -64,31 +82,31 @@ class ModelRunner:
     ):
         """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
         dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
-        which is faster but no longer the graph's ONNX semantics (verification needs those).
-        ``threads`` caps onnxruntime's intra-op threads (default: one per core), for several
-        sessions sharing a machine."""
+        which is faster but no longer the graph's ONNX semantics (verification needs those). It also
+        turns off CUDA's TF32 matrix products (on by default on Ampere and later GPUs), which round
+        float32 operands to 10 mantissa bits. ``threads`` caps onnxruntime's intra-op threads
+        (default: one per core), for several sessions sharing a machine."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         existing = {o.name for o in probe.graph.output}
         for name in extra_outputs:
             if name not in existing:
+                existing.add(name)
                 probe.graph.output.append(onnx.ValueInfoProto(name=name))
         self.output_names = list(extra_outputs)
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        # onnxruntime logs a failing node as a colour-coded line of its own on stderr, then raises
+        # the same text, which ntonnx reports as its one-line error: keep its log to fatal errors
+        # unless ntonnx itself logs debug details.
+        options.log_severity_level = 2 if logger.isEnabledFor(logging.DEBUG) else 4
         if threads:
             options.intra_op_num_threads = threads
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
             source = serialize_for_runtime(probe, workdir)
-            try:
-                # onnxruntime prints provider fallbacks to stdout, which must stay clean for --json.
-                with contextlib.redirect_stdout(sys.stderr):
-                    self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
-            except Exception as exc:
-                raise ModelError(f"onnxruntime cannot load model '{label}': {first_line(exc)}") from None
+            self.session = _session(ort, source, options, providers, label, exact)
         self.provider = self.session.get_providers()[0]
         if self.provider != providers[0]:
             logger.warning("requested %s but onnxruntime runs on %s", providers[0], self.provider)
@@ -125,6 +143,7 @@ class ModelRunner:
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
+                self._check_padding(feed, n)
                 feed = {k: _pad(v, self.fixed_batch) for k, v in feed.items()}
             fed = len(next(iter(feed.values())))
             try:
@@ -145,6 +164,20 @@ class ModelRunner:
         self.first_rows = {name: np.concatenate(parts) for name, parts in kept.items() if parts}
         return [store.result() for store in stores]
 
+    def _check_padding(self, feed: dict[str, np.ndarray], n: int) -> None:
+        """Refuse to pad a batch to a declared batch size that would not fit in memory.
+
+        A model file may declare any fixed batch (1e10); the size is computed in Python integers
+        before anything is allocated.
+        """
+        size = sum(self.fixed_batch * (value.nbytes // max(len(value), 1)) for value in feed.values())
+        memory = physical_memory()
+        if memory is not None and size > memory // 2:
+            raise ModelError(
+                f"model '{self.label}' declares a fixed batch of {self.fixed_batch}: padding {n} samples to it "
+                f"would take {size:,} bytes (over half of this machine's {memory:,})"
+            )
+
 
 class _Rows:
     """One output collected across batches: the first ``n`` rows of each batch's value.
@@ -153,7 +186,7 @@ class _Rows:
     into one array allocated at the first batch (at row ``destination[i]`` for sample ``i`` when
     a destination is given); keeping a list of chunks and concatenating at the end would hold the
     embedding matrix twice at the peak. Any other output (not per sample, or changing shape) is
-    kept as chunks and concatenated at the end.
+    kept as chunks and concatenated at the end (a scalar as one value per batch).
     """
 
     def __init__(self, total: int, destination: np.ndarray | None = None):
@@ -164,7 +197,7 @@ class _Rows:
         self.chunks: list[np.ndarray] | None = None
 
     def add(self, value: np.ndarray, n: int, fed: int) -> None:
-        part = value[:n]
+        part = value[:n] if value.ndim else value.reshape(1)  # a scalar output: one value per batch
         if self.chunks is None and value.ndim and len(value) == fed and self.done + n <= self.total:
             if self.array is None:
                 self.array = np.empty((self.total, *part.shape[1:]), dtype=part.dtype)
@@ -200,16 +233,20 @@ def extract_activations(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
     order: np.ndarray | None = None,
+    head_weights: tuple[np.ndarray, np.ndarray] | None = None,
     keep_first: int = 0,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
     ``runner`` must expose ``[head.embedding, head.logits]`` as its outputs. ``order`` (a
     permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
-    of the samples can be taken as two contiguous views instead of two copies. ``keep_first``:
-    see :meth:`ModelRunner.run`.
+    of the samples can be taken as two contiguous views instead of two copies. A head whose raw
+    logits are no graph tensor (``head.logits_computed``) needs ``head_weights``, its ``(W, b)``:
+    the logits are then ``embeddings @ W.T + b``. ``keep_first``: see :meth:`ModelRunner.run`.
     """
     embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order, keep_first))
+    if head.logits_computed:
+        logits = computed_logits(embeddings, *head_weights)
     for name, values in ((head.embedding, embeddings), (head.logits, logits)):
         row = first_non_finite_row(values)
         if row is not None:
@@ -228,6 +265,25 @@ def extract_activations(
         model_digest=model_digest,
         provider=runner.provider,
     )
+
+
+def computed_logits(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """``embeddings @ W.T + b`` in float64, a block of rows at a time, stored float32 (as the graph's would be).
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim)
+    W : ndarray of shape (n_logits, dim)
+    b : ndarray of shape (n_logits,)
+
+    Returns
+    -------
+    logits : ndarray of shape (n_samples, n_logits), float32
+    """
+    logits = np.empty((len(embeddings), len(b)), dtype=np.float32)
+    for start in range(0, len(embeddings), rows):
+        logits[start : start + rows] = embeddings[start : start + rows].astype(np.float64) @ W.T + b
+    return logits
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:

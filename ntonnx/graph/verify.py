@@ -1,11 +1,12 @@
 """Proving a written model computes what the solver returned, before it is renamed into place.
 
 Verification runs on the written file in its temporary folder:
-``onnx.checker`` must pass; opset, IR version, producer, inputs, outputs and metadata must be the
-input's; the stored head must be the solution (up to the dtype's rounding or quantization); on a
-sample, onnxruntime's logits must equal ``pool(embedding) @ W.T + b`` computed in NumPy, the head's
-output must equal its post-ops applied to those, and every graph output that does not depend on
-the head must be bit-identical to the input model's.
+``onnx.checker`` must pass (or fail only as it does on the input model); opset, IR version,
+producer, inputs, outputs and metadata must be the input's; the stored head must be the solution
+(up to the dtype's rounding or quantization); on a sample, onnxruntime's logits must equal
+``pool(embedding) @ W.T + b`` computed in NumPy and the head's output its post-ops applied to
+those, each element within the float rounding of its magnitudes (:mod:`ntonnx.graph.rounding`);
+and every graph output that does not depend on the head must be bit-identical to the input model's.
 
 Two scopes prove the last three. ``head`` (the default) proves structurally that every node and
 initializer before and beside the head is byte-identical to the input's (so the embedding and the
@@ -19,6 +20,7 @@ for the outputs that must be unchanged, end to end. A head the structural proof 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,19 +32,19 @@ from ntonnx.data.dataset import ArrayDataset
 from ntonnx.errors import ModelError, UsageError, VerificationError, first_line
 from ntonnx.graph.heads import HeadSpec, apply_post_ops, head_activations, locate_head, read_head
 from ntonnx.graph.index import GraphIndex
-from ntonnx.graph.model_io import load_model
+from ntonnx.graph.model_io import load_model, serialize_for_runtime
 from ntonnx.graph.options import VERIFY_SCOPES
 from ntonnx.graph.rewrite import METADATA_PREFIX
+from ntonnx.graph.rounding import logit_bounds, output_bounds, worst_excess
 from ntonnx.graph.runtime import ModelRunner
 from ntonnx.graph.subgraph import NotProvable, changed_region, head_model
 
 logger = logging.getLogger("ntonnx")
 
-#: Relative error allowed between onnxruntime and NumPy logits, by stored weight dtype.
-TOLERANCE = {"float16": 1e-2, "bfloat16": 2e-2}
-DEFAULT_TOLERANCE = 1e-5
-#: Relative error allowed between the stored head and the solution: half a quantization step.
-WEIGHT_TOLERANCE = {"int8": 4e-3, "uint8": 4e-3, "int16": 2e-5, "uint16": 2e-5}
+#: Relative error allowed between the stored head and the solution, by stored dtype: half a
+#: quantization step for integers, the type's rounding for floats.
+WEIGHT_TOLERANCE = {"int8": 4e-3, "uint8": 4e-3, "int16": 2e-5, "uint16": 2e-5, "float16": 1e-2, "bfloat16": 2e-2}
+DEFAULT_WEIGHT_TOLERANCE = 1e-5
 
 
 @dataclass
@@ -52,8 +54,12 @@ class Verification:
     Attributes
     ----------
     n_samples : size of the verification sample.
-    max_error : largest relative error of the logits against ``pool(embedding) @ W.T + b``.
-    tolerance : the bound it had to meet.
+    max_error : largest relative error of the logits against ``pool(embedding) @ W.T + b``
+        (largest absolute error over ``max(1, largest |logit|)``).
+    tolerance : the largest per-logit bound, relative in the same way (each logit has its own
+        bound from the float rounding of the magnitudes it sums; :mod:`ntonnx.graph.rounding`).
+    margin : largest error as a fraction of its own bound, over the logits and the head's output
+        (verification passes at <= 1).
     provider : execution provider that ran the check.
     output_error : largest relative error of the head's graph output against its post-ops
         applied in NumPy (None when a post-op such as ZipMap is not modelled).
@@ -65,6 +71,7 @@ class Verification:
     n_samples: int
     max_error: float
     tolerance: float
+    margin: float
     provider: str
     output_error: float | None = None
     identical_outputs: list[str] = field(default_factory=list)
@@ -97,39 +104,33 @@ def verify_written(
     head_inputs : ndarray of shape (n_samples, ...), values of the embedding tensor as the model
         computes it (before the head's pooling) for the ``head`` scope; computed from ``sample`` when None.
     """
-    if callable(sample):
-        make_sample, sample = sample, None
-    else:
-        make_sample = None
+    make_sample, sample = (sample, None) if callable(sample) else (None, sample)
     if scope not in VERIFY_SCOPES:
         raise ValueError(f"scope must be one of {VERIFY_SCOPES}, got {scope!r}")
-    try:
-        onnx.checker.check_model(str(path))
-    except onnx.checker.ValidationError as exc:
-        raise VerificationError(f"written model fails onnx.checker: {first_line(exc)}") from None
+    _check_checker(path, original)
     written = load_model(path).proto
     _check_envelope(written, original)
     new_head = _relocate(written, head)
     stored_W, stored_b = read_head(written, new_head)
-    weight_tolerance = WEIGHT_TOLERANCE.get(head.dtype, TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE))
+    weight_tolerance = WEIGHT_TOLERANCE.get(head.dtype, DEFAULT_WEIGHT_TOLERANCE)
     weight_error = max(_relative_error(stored_W, W), _relative_error(stored_b, b))
     if weight_error > weight_tolerance:
         raise VerificationError(
             f"written head weights differ from the solution by {weight_error:.2e} (> {weight_tolerance})"
         )
     dependent, independent = _split_outputs(original, head)
+    stored = (stored_W, stored_b)
     if scope == "head":
         try:
-            return _verify_head(written, original, new_head, head, (stored_W, stored_b), dependent, independent,
-                                providers, sample, head_inputs, str(path))  # fmt: skip
+            return _verify_head(written, original, new_head, head, stored, dependent, independent, providers,
+                                sample, head_inputs, str(path))  # fmt: skip
         except NotProvable as exc:
             logger.info("verifying the whole written model: %s", exc)
     if sample is None and make_sample is not None:
         sample = make_sample()
     if sample is None:
         raise ValueError("the full verification needs a sample of model inputs")
-    return _verify_full(path, written, original, new_head, head, (stored_W, stored_b), dependent, independent,
-                        providers, sample)  # fmt: skip
+    return _verify_full(path, written, original, new_head, head, stored, dependent, independent, providers, sample)
 
 
 def _verify_head(
@@ -152,8 +153,7 @@ def _verify_head(
             f"written model computes the embedding '{new_head.embedding}' differently from the input model "
             f"(changed nodes: {list(region.nodes)}); output not written"
         )
-    outputs = [o.name for o in written.graph.output]
-    touched = [o for o in outputs if o in region.reached]
+    touched = [o.name for o in written.graph.output if o.name in region.reached]
     for name in touched:
         if name not in dependent:
             raise VerificationError(
@@ -165,7 +165,9 @@ def _verify_head(
             raise NotProvable("no embeddings of the sample were given")
         runner = ModelRunner(written, [new_head.embedding], providers, label, exact=True)
         (head_inputs,) = runner.run(sample, batch_size=64)
-    targets = list(dict.fromkeys([new_head.logits, *touched]))
+    # the logits and the head's output, checked as in the full scope (other outputs computed from the
+    # head, e.g. a label, change with it and are not compared there either)
+    targets = list(dict.fromkeys([new_head.logits, *([head.output] if head.output in dependent else [])]))
     cut = head_model(written, new_head.embedding, head_inputs.dtype, targets)
     feed = ArrayDataset(
         inputs={new_head.embedding: head_inputs},
@@ -175,18 +177,7 @@ def _verify_head(
     )
     runner = ModelRunner(cut, targets, providers, f"{label} (head)", exact=True)
     results = dict(zip(targets, runner.run(feed, batch_size=max(1, len(head_inputs))), strict=True))
-    embeddings, logits = head_activations(new_head, head_inputs, results[new_head.logits])
-    error, output_error = _check_values(embeddings, logits, results, head, stored)
-    return Verification(
-        n_samples=len(head_inputs),
-        max_error=error,
-        tolerance=TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE),
-        provider=runner.provider,
-        output_error=output_error,
-        identical_outputs=independent,
-        changed_outputs=_changed(dependent, head),
-        scope="head",
-    )
+    return _verification(results, head_inputs, new_head, head, stored, dependent, independent, runner, "head")
 
 
 def _verify_full(
@@ -206,41 +197,101 @@ def _verify_full(
     fetch = list(dict.fromkeys(fetch))
     runner = ModelRunner(written, fetch, providers, str(path), exact=True)
     results = dict(zip(fetch, runner.run(sample, batch_size=64), strict=True))
-    embeddings, logits = head_activations(new_head, results[new_head.embedding], results[new_head.logits])
-    error, output_error = _check_values(embeddings, logits, results, head, stored)
-    _check_identical(original, results, independent, fetch, providers, sample)
-    return Verification(
-        n_samples=len(sample),
-        max_error=error,
-        tolerance=TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE),
-        provider=runner.provider,
-        output_error=output_error,
-        identical_outputs=independent,
-        changed_outputs=_changed(dependent, head),
-        scope="full",
+    verification = _verification(
+        results, results[new_head.embedding], new_head, head, stored, dependent, independent, runner, "full"
     )
+    _check_identical(original, results, independent, fetch, providers, sample)
+    return verification
 
 
-def _check_values(
-    embeddings: np.ndarray, logits: np.ndarray, results: dict, head: HeadSpec, stored: tuple[np.ndarray, np.ndarray]
-) -> tuple[float, float | None]:
-    """The logits against ``embedding @ W.T + b`` and the head's output against its post-ops; both errors."""
-    tolerance = TOLERANCE.get(head.dtype, DEFAULT_TOLERANCE)
-    stored_W, stored_b = stored
-    expected = embeddings.astype(np.float64) @ stored_W.T + stored_b
-    error = _relative_error(logits, expected)
-    if not error <= tolerance:
-        raise VerificationError(
-            f"written model's logits differ from embedding @ W.T + b by {error:.2e} (> {tolerance}); output not written"
-        )
-    return float(error), _check_head_output(results, head, expected, tolerance)
-
-
-def _changed(dependent: list[str], head: HeadSpec) -> list[str]:
+def _verification(
+    results: dict,
+    raw: np.ndarray,
+    new_head: HeadSpec,
+    head: HeadSpec,
+    stored: tuple[np.ndarray, np.ndarray],
+    dependent: list[str],
+    independent: list[str],
+    runner: ModelRunner,
+    scope: str,
+) -> Verification:
+    """The logits and the head's output against NumPy, as a :class:`Verification`."""
+    expected, bounds, logits_dtype, error, margin = _check_logits(new_head, raw, results[new_head.logits], *stored)
+    output_error, output_margin = _check_head_output(results, new_head, expected, bounds, logits_dtype)
     changed = [o for o in dependent if o != head.output]
     if changed:
         logger.info("outputs %s are computed from the head and change with it", changed)
-    return changed
+    return Verification(
+        n_samples=len(raw),
+        max_error=float(error),
+        tolerance=float(bounds.max(initial=0.0) / max(1.0, float(np.abs(expected).max(initial=0.0)))),
+        margin=max(margin, output_margin or 0.0),
+        provider=runner.provider,
+        output_error=output_error,
+        identical_outputs=independent,
+        changed_outputs=changed,
+        scope=scope,
+    )
+
+
+def _check_logits(
+    head: HeadSpec, raw: np.ndarray, fetched: np.ndarray, W: np.ndarray, b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.dtype, float, float]:
+    """onnxruntime's logits against ``pool(raw) @ W.T + b``, each within its own float rounding bound.
+
+    Returns the NumPy logits (n_samples, n_classes), their bounds, the graph's logits dtype, the
+    largest relative error and the largest error as a fraction of its bound.
+    """
+    embeddings, logits = head_activations(head, raw, fetched)
+    expected = embeddings.astype(np.float64) @ W.T + b
+    # The magnitudes each logit sums, per position before a mean pooling (the graph sums them so).
+    magnitude = head_activations(head, np.abs(raw), logits)[0].astype(np.float64) @ np.abs(W).T + np.abs(b)
+    positions = raw.size // max(embeddings.size, 1) if head.pooling and head.pooling.kind != "take" else 1
+    bounds = logit_bounds(expected, magnitude, b, terms=head.dim + positions, dtype=logits.dtype)
+    # A LinearClassifier's scores hold its post_transform applied: compared with that of the NumPy logits.
+    scores, allowed = expected, bounds
+    if head.logits_computed:
+        scores = apply_post_ops(expected, head.inner_post_ops)
+        allowed = output_bounds(expected, bounds, head.inner_post_ops, dtype=logits.dtype, logits_dtype=logits.dtype)
+    margin, where = worst_excess(logits, scores, allowed)
+    if not margin <= 1:
+        what = " -> ".join(["embedding @ W.T + b", *head.inner_post_ops])
+        raise VerificationError(
+            f"written model's logits differ from {what} by {_excess(logits, scores, where)} at sample {where[0]}, "
+            f"class {where[1]}, more than {logits.dtype} rounding of these magnitudes allows "
+            f"({allowed[where]:.2e}); output not written"
+        )
+    return expected, bounds, logits.dtype, _relative_error(logits, scores), margin
+
+
+def _check_checker(path: Path, original: onnx.ModelProto) -> None:
+    """``onnx.checker`` passes on the written model, or fails exactly as it does on the input.
+
+    Models that onnxruntime runs do not all pass the checker (an output declared without a type,
+    for one); such an input is not refused after its whole run. The input is checked only when
+    the output fails, once: the rewrite is refused when it fails differently. The checker reports
+    only its first error, so one the rewrite added behind the input's own is left to the runtime
+    checks that follow.
+    """
+    written_error = _checker_error(str(path))
+    if written_error is None:
+        return
+    input_error = _checker_error(original)
+    if written_error != input_error:
+        raise VerificationError(f"written model fails onnx.checker: {written_error}")
+    logger.warning("the written model fails onnx.checker as the input model does: %s", written_error)
+
+
+def _checker_error(model: onnx.ModelProto | bytes | str) -> str | None:
+    """The first line of ``onnx.checker``'s complaint about ``model`` (a proto, its bytes or a path), or None."""
+    if isinstance(model, onnx.ModelProto):  # a proto past protobuf's 2 GB is checked from a file
+        with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
+            return _checker_error(serialize_for_runtime(model, workdir))
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        return first_line(exc)
+    return None
 
 
 def _check_envelope(written: onnx.ModelProto, original: onnx.ModelProto) -> None:
@@ -279,27 +330,40 @@ def _relocate(written: onnx.ModelProto, head: HeadSpec) -> HeadSpec:
 def _split_outputs(original: onnx.ModelProto, head: HeadSpec) -> tuple[list[str], list[str]]:
     """Graph outputs computed from the head, and the tensor outputs that are not."""
     index = GraphIndex(original)
-    reached = index.downstream([head.weight.consumer, head.logits])
+    # every output of the node reading the weight: a LinearClassifier's label as well as its scores
+    reached = index.downstream([*index.producer(head.weight.consumer).output, head.logits])
     dependent = [o.name for o in original.graph.output if o.name in reached]
     independent = [o.name for o in original.graph.output if o.name not in reached and o.type.HasField("tensor_type")]
     return dependent, independent
 
 
-def _check_head_output(results: dict, head: HeadSpec, expected: np.ndarray, tolerance: float) -> float | None:
-    """The head's graph output against its post-ops applied to the NumPy logits."""
+def _check_head_output(
+    results: dict, head: HeadSpec, expected: np.ndarray, bounds: np.ndarray, logits_dtype: np.dtype
+) -> tuple[float | None, float | None]:
+    """The head's graph output against its post-ops applied to the NumPy logits: relative error, margin."""
     if head.output not in results or head.output == head.logits:
-        return None
-    want = apply_post_ops(expected, head.post_ops)
+        return None, None
+    post_ops = [*head.inner_post_ops, *head.post_ops]
+    want = apply_post_ops(expected, post_ops)
     got = results[head.output]
     if want is None or got.dtype.kind != "f":
-        return None
-    error = _relative_error(got.reshape(want.shape), want)
-    if not error <= tolerance:
+        return None, None
+    allowed = output_bounds(expected, bounds, post_ops, dtype=got.dtype, logits_dtype=logits_dtype)
+    if allowed is None:
+        return None, None
+    got = got.reshape(want.shape)
+    margin, where = worst_excess(got, want, allowed)
+    if not margin <= 1:
         raise VerificationError(
-            f"written model's output '{head.output}' differs from {' -> '.join(head.post_ops)} of the "
-            f"expected logits by {error:.2e} (> {tolerance}); output not written"
+            f"written model's output '{head.output}' differs from {' -> '.join(post_ops)} of the expected "
+            f"logits by {_excess(got, want, where)} at sample {where[0]}, class {where[1]}, more than "
+            f"{got.dtype} rounding of these magnitudes allows ({allowed[where]:.2e}); output not written"
         )
-    return float(error)
+    return _relative_error(got, want), margin
+
+
+def _excess(got: np.ndarray, expected: np.ndarray, where: tuple[int, ...]) -> str:
+    return f"{abs(float(got[where]) - float(expected[where])):.2e}"
 
 
 def _check_identical(

@@ -54,6 +54,8 @@ class Refit:
     converged : whether the solver met its tolerance (None when nothing was solved).
     suppressed : sorted indices of the neurons whose weights were zeroed.
     selected : for methods that choose among candidates, the one chosen.
+    kept_original : the method's own label-free estimate says the re-fit is worse than the
+        original head, so ``W``/``b`` are the original's (the no-harm guard); the CLI exits 7.
     details : method-specific facts for the report (JSON-serialisable).
     """
 
@@ -62,6 +64,7 @@ class Refit:
     converged: bool | None
     suppressed: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
     selected: str | None = None
+    kept_original: bool = False
     details: dict = field(default_factory=dict)
 
 
@@ -73,6 +76,8 @@ class Method(ABC):
     name : the ``--method`` value.
     summary : one line for ``--help`` and the README's table.
     needs_identification : the pipeline splits off an identification set and computes NeuronTune's scores.
+    uses_all_heldout : the method cross-fits internally: it gets every held-out sample as ``tuning``
+        (no identification split, no scores), or the separate tuning data when one is given.
     needs_groups : the tuning data must carry group labels (reference methods only).
     refits : False for a method that keeps the original head (the pipeline then needs no class check).
     """
@@ -80,6 +85,7 @@ class Method(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     needs_identification: ClassVar[bool] = False
+    uses_all_heldout: ClassVar[bool] = False
     needs_groups: ClassVar[bool] = False
     refits: ClassVar[bool] = True
 

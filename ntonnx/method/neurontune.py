@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ntonnx.errors import UsageError
 from ntonnx.method.base import FitInputs, Method, Refit, weighted_refit
 from ntonnx.method.neurons import select_spurious
 from ntonnx.method.solve import class_balanced_weights
+
+logger = logging.getLogger("ntonnx")
 
 
 class NeuronTune(Method):
@@ -18,6 +22,16 @@ class NeuronTune(Method):
     def fit(self, inputs: FitInputs) -> Refit:
         options = inputs.options
         suppressed = select_spurious(inputs.scores, options.rule, options.threshold)
+        blocking = inputs.scores.blocking_classes
+        if options.rule == "all" and blocking.size:
+            shown = ", ".join(str(int(y)) for y in blocking[:5]) + (", ..." if blocking.size > 5 else "")
+            logger.warning(
+                "--rule all: %d class(es) (%s) have no mistakes (or no successes) on the identification set, so no "
+                "neuron is above the threshold for every class: none suppressed, a plain class-balanced re-fit "
+                "(--rule any uses the classes with scores)",
+                blocking.size,
+                shown,
+            )
         # Dead neurons (constant on the data) carry nothing; if every live one is selected, the
         # re-fit head could only output its bias.
         live = np.flatnonzero(np.ptp(inputs.identification.embeddings, axis=0) > 0)

@@ -34,6 +34,7 @@ class TuneOptions:
     afr_gamma : AFR's temperature on the original model's true-class probability.
     split : share of each class used for identification when one data set plays both roles.
     seed : seed of that split.
+    force_write : write the re-fit even when the method's no-harm guard (``pgdfr``) would keep the original head.
     max_iter : L-BFGS iteration limit.
     """
 
@@ -55,6 +56,13 @@ class TuneOptions:
     )
     seed: int = field(
         default=0, metadata=option("Seed of the identification/tuning split.", kind=int, constraint=interval(0))
+    )
+    force_write: bool = field(
+        default=False,
+        metadata=option(
+            "Write the re-fit even when the method's no-harm guard estimates it worse than the original head.",
+            kind=bool,
+        ),
     )
     max_iter: int = field(default=1000, metadata=option("L-BFGS iteration limit.", kind=int, constraint=interval(1)))
 

@@ -9,6 +9,7 @@ method needs) are made here, once, before the model runs.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from functools import cache
 
@@ -18,8 +19,10 @@ from ntonnx.activations import n_label_classes
 from ntonnx.errors import DataError, UsageError
 from ntonnx.method.base import Method
 
+logger = logging.getLogger("ntonnx")
+
 #: Listed first in help and docs; the rest follow alphabetically.
-_ORDER = ("neurontune", "llr", "dfr", "afr", "erm", "auto")
+_ORDER = ("neurontune", "llr", "pgdfr", "dfr", "afr", "auto", "erm")
 
 
 @cache
@@ -70,9 +73,27 @@ def check_tuning_data(
         raise UsageError(f"--method {method.name} needs group labels: data '{source}' has none")
     if not method.refits:
         return
-    missing = np.setdiff1d(np.arange(n_label_classes(n_logits)), labels)
-    if missing.size:
+    n_classes = n_label_classes(n_logits)
+    present = np.unique(labels)
+    missing = np.setdiff1d(np.arange(n_classes), present)
+    if present.size < 2:
         raise DataError(
-            f"data '{source}' has no samples of class(es) {missing.tolist()}; re-fitting the head "
-            "needs samples of every class the model predicts"
+            f"data '{source}' has no samples of class(es) {_first(missing)}: re-fitting the head needs samples "
+            f"of at least two classes, it has {present.size}"
         )
+    if missing.size:
+        logger.warning(
+            "data '%s' has samples of %d of the model's %d classes: the head is re-fitted for those; the rows of "
+            "the other %d (%s) are kept as they were",
+            source,
+            present.size,
+            n_classes,
+            missing.size,
+            _first(missing),
+        )
+
+
+def _first(indices: np.ndarray, count: int = 5) -> str:
+    """``"3, 4, 7, ... (950 in all)"``: a long list of class indices in one short line."""
+    shown = ", ".join(str(int(i)) for i in indices[:count])
+    return shown + (f", ... ({len(indices)} in all)" if len(indices) > count else "")

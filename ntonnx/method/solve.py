@@ -5,6 +5,12 @@ Every method reduces to one convex problem with different sample weights: class-
 already gets right (``afr``). It is solved with L-BFGS (scipy) on standardised features, started
 from the original head, and the standardisation is folded back so the result is a plain
 ``(W, b)`` for ``logits = embedding @ W.T + b``. Suppressed neurons get zero weight columns.
+
+Held-out data often covers only some of a model's classes (a few ImageNet classes of 1000). The
+data say nothing about the others, and cross-entropy would push their logits down without bound,
+so the rows of classes without samples are kept at the original head's values: they still take
+part in the softmax (the re-fitted rows are fitted against them) but are never changed, and come
+back bit-identical.
 """
 
 from __future__ import annotations
@@ -81,13 +87,15 @@ def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndar
     ``p_true`` is the original model's probability of the true class, so samples it already gets
     confidently right count least. ``logits`` has shape (n_samples, n_logits).
     """
-    p_true = true_class_probability(logits, labels)
-    raw = np.exp(-gamma * p_true)
-    weights = np.empty_like(raw)
+    exponent = -gamma * true_class_probability(logits, labels)
+    weights = np.empty_like(exponent)
     classes = np.unique(labels)
     for y in classes:
         mask = labels == y
-        weights[mask] = raw[mask] / raw[mask].sum() * len(labels) / len(classes)
+        # Shifted by the class's largest exponent (the normalisation cancels it): with a large
+        # gamma, exp(-gamma * p) underflows to 0 for every sample and 0 / 0 would make NaN weights.
+        raw = np.exp(exponent[mask] - exponent[mask].max())
+        weights[mask] = raw / raw.sum() * len(labels) / len(classes)
     return weights
 
 
@@ -133,6 +141,9 @@ def fit_head(
     fit_intercept : False keeps ``b`` at zero (heads without a bias input).
     max_iter : L-BFGS iteration limit.
     tol : L-BFGS tolerance on the largest gradient entry.
+
+    With ``init``, the rows of classes that have no sample in ``labels`` are kept exactly as in
+    ``init`` (see the module docstring); without it, every row is fitted.
     """
     from scipy.optimize import minimize
     from threadpoolctl import threadpool_limits
@@ -155,6 +166,20 @@ def fit_head(
     b0 = np.zeros(n_logits)
     if init is not None and fit_intercept:
         b0 = np.asarray(init[1], dtype=np.float64) + np.asarray(init[0], dtype=np.float64)[:, kept] @ mu
+    free = fitted_rows(labels, n_logits) if init is not None else np.arange(n_logits)
+    held = np.setdiff1d(np.arange(n_logits), free)
+    held_lse = None
+    if held.size:
+        # The kept rows' logits never change: their log-sum-exp is computed once per sample, and
+        # the solve works on the fitted rows alone (50 of 1000 classes cost 50 columns, not 1000).
+        V_held = (W0[held] / sd).T
+        offset_held = b0[held] - mu @ V_held
+        held_lse = np.empty(n)
+        for rows in blocks:
+            held_lse[rows] = _logsumexp(X[rows][:, kept].astype(np.float64) @ V_held + offset_held)
+        W0, b0 = W0[free], b0[free]
+    column = np.searchsorted(free, labels) if held.size else labels  # true class among the fitted rows
+    n_fit = len(free)
     anchor = W0.copy()
     shape = W0.shape
 
@@ -163,15 +188,17 @@ def fit_head(
         bz = theta[W0.size :] if fit_intercept else b0
         # scores = ((X - mu) / sd) @ Wz.T + bz, computed as X @ V + offset without centring X
         dtype = np.float64 if precise else X.dtype
-        V = np.zeros((dim, n_logits), dtype=dtype)
+        V = np.zeros((dim, n_fit), dtype=dtype)
         V[kept] = (Wz / sd).T
         offset = bz - mu @ (Wz / sd).T
-        loss, grad_V, grad_b = 0.0, np.zeros((n_logits, dim)), np.zeros(n_logits)
+        loss, grad_V, grad_b = 0.0, np.zeros((n_fit, dim)), np.zeros(n_fit)
         for rows in blocks:
             block = X[rows].astype(dtype, copy=False)
             scores = _two_column(block @ V + offset)
             log_norm = _logsumexp(scores)
-            y, w = labels[rows], weight[rows]
+            if held_lse is not None:
+                log_norm = np.logaddexp(log_norm, held_lse[rows])
+            y, w = column[rows], weight[rows]
             picked = np.arange(len(y)), y
             loss += w @ (log_norm - scores[picked])
             residual = np.exp(scores - log_norm[:, None])
@@ -202,7 +229,7 @@ def fit_head(
     theta0 = np.concatenate([W0.ravel()] + ([b0] if fit_intercept else []))
     # With few logits the block products are memory-bound: a second BLAS thread adds nothing but
     # synchronisation, which costs milliseconds per product when the other core is busy.
-    with threadpool_limits(limits=1, user_api="blas") if n_logits <= _SERIAL_MAX_LOGITS else nullcontext():
+    with threadpool_limits(limits=1, user_api="blas") if n_fit <= _SERIAL_MAX_LOGITS else nullcontext():
         result = solve(theta0, X.dtype == np.float64, max_iter)
         n_iter = int(result.nit)
         if not result.success and X.dtype == np.float32 and n_iter < max_iter:
@@ -211,16 +238,27 @@ def fit_head(
             n_iter += int(result.nit)
     if not result.success:
         warnings.warn(
-            f"head solve stopped after {n_iter} iterations without converging ({result.message}); raise max_iter or l2",
+            f"head solve stopped after {n_iter} iterations without converging ({result.message}); "
+            "raise --max-iter or --l2",
             ConvergenceWarning,
             stacklevel=2,
         )
     Wz = result.x[: W0.size].reshape(shape)
     bz = result.x[W0.size :] if fit_intercept else b0
     W = np.zeros((n_logits, dim))
-    W[:, kept] = Wz / sd
-    b = bz - W[:, kept] @ mu
+    W[np.ix_(free, kept)] = Wz / sd
+    b = np.zeros(n_logits)
+    b[free] = bz - W[np.ix_(free, kept)] @ mu
+    if held.size:  # exactly as given, not as rounded through the standardisation
+        W[held], b[held] = np.asarray(init[0], dtype=np.float64)[held], np.asarray(init[1], dtype=np.float64)[held]
     return HeadFit(W=W, b=b, converged=bool(result.success), n_iter=n_iter, loss=float(result.fun))
+
+
+def fitted_rows(labels: np.ndarray, n_logits: int) -> np.ndarray:
+    """The head rows a re-fit changes: those of the classes with samples (every row of a one-logit head)."""
+    if n_logits == 1:
+        return np.arange(1)
+    return np.intersect1d(np.arange(n_logits), np.asarray(labels))
 
 
 def _row_blocks(n: int, row_bytes: int, block_bytes: int = 1 << 20) -> list[slice]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ntonnx.errors import DataError
+
 
 def stratified_split(labels: np.ndarray, fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Split sample indices into (identification, tuning), each sorted.
@@ -32,3 +34,21 @@ def stratified_split(labels: np.ndarray, fraction: float = 0.5, seed: int = 0) -
         first.append(members[:cut])
         second.append(members[cut:])
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
+
+
+def split_roles(labels: np.ndarray, fraction: float, seed: int, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`stratified_split`, or a :class:`DataError` when a part would be empty.
+
+    A class with a single sample goes to the tuning part; when every class has one, nothing is
+    left to identify neurons with (or to choose among candidates), so the data is refused before
+    the model runs, naming the class counts.
+    """
+    identification, tuning = stratified_split(labels, fraction, seed)
+    if not len(identification) or not len(tuning):
+        classes, counts = np.unique(labels, return_counts=True)
+        shown = ", ".join(f"{c}: {n}" for c, n in zip(classes.tolist(), counts.tolist(), strict=True))
+        raise DataError(
+            f"data '{source}' is too small to split into identification and tuning sets (samples per class: "
+            f"{shown}); give at least 2 samples of a class, or a separate --tune-data"
+        )
+    return identification, tuning

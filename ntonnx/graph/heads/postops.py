@@ -22,7 +22,16 @@ BINARY_PROBA = "BinaryProba"
 QDQ = "QuantizeDequantize"
 #: skl2onnx's ``ZipMap`` (probabilities as a list of {class: p} maps).
 ZIPMAP = "ZipMap"
-POST_OPS = ELEMENTWISE_POST_OPS | RESHAPE_POST_OPS | {BINARY_PROBA, QDQ, ZIPMAP}
+#: ``ai.onnx.ml`` ``Normalizer`` rescaling each row by a positive number (its L1 or L2 norm).
+NORMALIZE_L1, NORMALIZE_L2 = "NormalizeL1", "NormalizeL2"
+#: A binary ``LinearClassifier``'s scores ``[-z, z]`` (its two coefficient rows tied, post_transform NONE).
+BINARY_SCORES = "BinaryScores"
+#: ``ArrayFeatureExtractor`` picking column 1 of a binary pair (``[-z, z]`` or ``[1 - p, p]``).
+POSITIVE_COLUMN = "PositiveColumn"
+POST_OPS = ELEMENTWISE_POST_OPS | RESHAPE_POST_OPS | {BINARY_PROBA, QDQ, ZIPMAP, NORMALIZE_L1, NORMALIZE_L2}
+POST_OPS |= {POSITIVE_COLUMN}
+#: Post-ops after which :data:`POSITIVE_COLUMN` keeps the winner (it needs the pair's symmetry).
+BINARY_PAIRS = frozenset({BINARY_PROBA, BINARY_SCORES})
 
 
 def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None:
@@ -30,6 +39,8 @@ def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None
     op = node.op_type
     if op in ("Softmax", "LogSoftmax") and attribute(node, "axis", -1) not in (1, -1):
         return None
+    if op == "Cast" and not _to_float(node):
+        return None  # truncating scores to integers (or booleans) can change the winner
     if op in ELEMENTWISE_POST_OPS or op in RESHAPE_POST_OPS or op == ZIPMAP:
         return op, node.input[0]
     if op == "DequantizeLinear":
@@ -38,6 +49,14 @@ def step_back(index: GraphIndex, node: onnx.NodeProto) -> tuple[str, str] | None
             return QDQ, quantize.input[0]
     if op == "Concat" and len(node.input) == 2 and attribute(node, "axis", 0) in (1, -1):
         return _binary_proba(index, node)
+    if op == "Normalizer" and node.domain == "ai.onnx.ml":
+        norm = attribute(node, "norm", b"MAX")
+        norm = norm.decode() if isinstance(norm, bytes) else norm
+        return ({"L1": NORMALIZE_L1, "L2": NORMALIZE_L2}[norm], node.input[0]) if norm in ("L1", "L2") else None
+    if op == "ArrayFeatureExtractor" and node.domain == "ai.onnx.ml":
+        picked = index.constant(node.input[1])
+        if picked is not None and picked.size == 1 and int(picked.reshape(())) == 1:
+            return POSITIVE_COLUMN, node.input[0]
     return None
 
 
@@ -54,6 +73,13 @@ def steps_forward(index: GraphIndex, tensor: str) -> list[tuple[str, str]]:
         if found is not None and found[1] == tensor:
             steps.append((found[0], node.output[0]))
     return steps
+
+
+def _to_float(cast: onnx.NodeProto) -> bool:
+    """Whether a Cast converts to a floating-point type (same-type Casts are no-ops; others only round)."""
+    to = attribute(cast, "to", 0)
+    name = onnx.TensorProto.DataType.Name(to) if to in onnx.TensorProto.DataType.values() else ""
+    return name.startswith(("FLOAT", "BFLOAT")) or name == "DOUBLE"
 
 
 def _binary_proba(index: GraphIndex, concat: onnx.NodeProto) -> tuple[str, str] | None:
@@ -84,6 +110,14 @@ def apply_post_ops(logits: np.ndarray, post_ops: list[str]) -> np.ndarray | None
             scores = special.expit(scores)
         elif op == BINARY_PROBA:
             scores = np.hstack([1.0 - scores, scores])
+        elif op == BINARY_SCORES:
+            scores = np.hstack([-scores, scores])
+        elif op == POSITIVE_COLUMN:
+            scores = scores[:, 1:2]
+        elif op == NORMALIZE_L1:
+            scores = scores / np.abs(scores).sum(axis=1, keepdims=True)
+        elif op == NORMALIZE_L2:
+            scores = scores / np.sqrt((scores**2).sum(axis=1, keepdims=True))
         elif op in (QDQ, ZIPMAP):
             return None
     return scores

@@ -1,0 +1,298 @@
+"""``pgdfr``: DFR on pseudo-groups, with a gate and a guard. Label-free: group labels are never read.
+
+Why
+---
+On held-out data as biased as the training data, a class-balanced re-fit (``llr``, and
+NeuronTune, which rarely suppresses anything on binary tasks) keeps the shortcut: the majority
+groups still dominate every class. DFR removes it by subsampling every (class, attribute) group
+to the smallest, which needs group labels. ``pgdfr`` runs the same recipe
+(:mod:`ntonnx.method.dfr`) on groups inferred by a deliberately weak bias model
+(:mod:`ntonnx.method.pseudo_groups`): ``(class, bias model wrong out of fold)``. ``C`` is chosen by
+the worst *pseudo*-group accuracy on held-back halves.
+
+Two checks keep it from doing harm:
+
+gate
+    If the held-out data already break the shortcut (e.g. they are group-balanced), the original
+    head does poorly on them and a plain class-balanced re-fit does much better. Measured
+    label-free: when a cross-fitted class-balanced re-fit beats the original head's balanced
+    (mean per-class) accuracy on the held-out set by more than ``GATE_MARGIN``, ``pgdfr`` returns
+    that class-balanced re-fit: subsampling data that are already good only throws samples away.
+guard
+    The pseudo-group re-fit's cross-fitted worst pseudo-group accuracy (each sample predicted by
+    a fit that did not see it) is compared with the original head's on the same samples; if the
+    re-fit's estimate is lower, the original head is kept (``kept_original``). On the gate's
+    branch the estimate is the gate's own (cross-fitted balanced accuracy), which the re-fit wins
+    by construction: on data without a shortcut the pseudo-minority is merely the hard samples.
+
+As a ``--method``, ``pgdfr`` fits on every labelled sample the pipeline passes (identification
+and tuning parts together): it cross-fits internally and needs no split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from ntonnx.method.base import FitInputs, Method, Refit
+from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
+from ntonnx.method.metrics import predict
+from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups, stratified_folds
+from ntonnx.method.solve import class_balanced_weights, fit_head, group_balanced_weights
+
+logger = logging.getLogger("ntonnx")
+
+#: The gate opens when the cross-fitted class-balanced re-fit's balanced accuracy beats the original's by this.
+GATE_MARGIN = 0.05
+#: Folds of the gate's cross-fitted class-balanced re-fit.
+GATE_FOLDS = 5
+#: Ridge of the class-balanced re-fit (``llr``'s default).
+LLR_L2 = 1e-3
+
+
+@dataclass
+class PGDFRFit:
+    """The re-fit ``pgdfr`` returns, and the label-free estimates that chose it.
+
+    Attributes
+    ----------
+    W : ndarray of shape (n_logits, dim); the original head's when ``kept_original``.
+    b : ndarray of shape (n_logits,)
+    branch : ``"pseudo-group dfr"`` (or ``"pseudo-group weighted"``), or ``"class-balanced"`` (the gate opened).
+    kept_original : the guard kept the original head.
+    gate_original : the original head's balanced accuracy on the held-out data.
+    gate_refit : the cross-fitted class-balanced re-fit's balanced accuracy on the held-out data.
+    guard_refit : the chosen re-fit's cross-fitted worst pseudo-group accuracy (balanced accuracy
+        on the class-balanced branch).
+    guard_original : the original head's on the same samples.
+    C : DFR's chosen inverse L1 strength (NaN on the class-balanced branch).
+    minority_counts : ndarray of shape (n_classes,), pseudo-minority samples per class.
+    holdout_predictions : ndarray of shape (n_samples,), the re-fit's cross-fitted predictions.
+    pseudo_groups : ndarray of shape (n_samples,), the pseudo-groups used.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    branch: str
+    kept_original: bool
+    gate_original: float
+    gate_refit: float
+    guard_refit: float
+    guard_original: float
+    C: float
+    minority_counts: np.ndarray
+    holdout_predictions: np.ndarray | None = None
+    pseudo_groups: np.ndarray | None = None
+
+    def summary(self) -> str:
+        """One line for the log and the report."""
+        head = "kept the original head" if self.kept_original else f"re-fit by {self.branch}"
+        return (
+            f"pgdfr: {head} (gate: balanced accuracy original {self.gate_original:.3f} vs class-balanced re-fit "
+            f"{self.gate_refit:.3f}; guard: worst pseudo-group accuracy re-fit {self.guard_refit:.3f} vs original "
+            f"{self.guard_original:.3f})"
+        )
+
+
+def fit_pgdfr(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    original: tuple[np.ndarray, np.ndarray],
+    *,
+    fit_intercept: bool = True,
+    seed: int = 0,
+    gate_margin: float = GATE_MARGIN,
+    guard: bool = True,
+    C_grid: tuple[float, ...] = C_GRID,
+    n_draws: int = N_DRAWS,
+    refit: str = "subsample",
+    pseudo: PseudoGroups | None = None,
+) -> PGDFRFit:
+    """Re-fit the head label-free on held-out activations (see the module docstring).
+
+    Parameters
+    ----------
+    embeddings : ndarray of shape (n_samples, dim), the held-out embeddings (all of them: the
+        method cross-fits internally, no identification/tuning split is needed).
+    labels : ndarray of shape (n_samples,)
+    original : the original head ``(W, b)``, W of shape (n_logits, dim).
+    fit_intercept : False keeps ``b`` at zero (heads without a bias input).
+    seed : seed of the folds, halves and subsamples.
+    gate_margin : balanced-accuracy gain that opens the gate; ``inf`` disables the gate.
+    guard : False always returns the re-fit.
+    refit : ``"subsample"`` (DFR's recipe on the pseudo-groups) or ``"weighted"``: one L2 re-fit
+        (``llr``'s ridge, started from the original head) on every sample, the pseudo-groups
+        balanced by sample weights instead of subsampling (cross-fitted on two halves for the guard).
+    pseudo : the pseudo-groups of these samples if already inferred (the same ``seed``), else inferred here.
+    """
+    if refit not in ("subsample", "weighted"):
+        raise ValueError(f"refit must be 'subsample' or 'weighted', got {refit!r}")
+    W0, b0 = (np.asarray(a, dtype=np.float64) for a in original)
+    n_logits = W0.shape[0]
+    n_classes = max(n_logits, 2)
+    labels = np.asarray(labels, dtype=np.int64)
+    original_predictions = predict(embeddings @ W0.T + b0)
+    if pseudo is None:
+        pseudo = bias_model_groups(embeddings, labels, n_classes, seed=seed)
+
+    gate_refit_predictions = _cross_fitted_llr(embeddings, labels, original, fit_intercept, seed)
+    gate_original = _balanced_accuracy(original_predictions, labels)
+    gate_refit = _balanced_accuracy(gate_refit_predictions, labels)
+    if gate_refit - gate_original > gate_margin:
+        branch, C = "class-balanced", float("nan")
+        fit = fit_head(
+            embeddings,
+            labels,
+            n_logits=n_logits,
+            sample_weight=class_balanced_weights(labels),
+            l2=LLR_L2,
+            init=(W0, b0),
+            fit_intercept=fit_intercept,
+        )
+        W, b, holdout = fit.W, fit.b, gate_refit_predictions
+    elif refit == "weighted":
+        branch = "pseudo-group weighted"
+        W, b, holdout = _weighted_refit(embeddings, labels, pseudo.groups, original, fit_intercept, seed)
+        C = float("nan")
+    else:
+        branch = "pseudo-group dfr"
+        dfr = fit_dfr(
+            embeddings,
+            labels,
+            pseudo.groups,
+            n_logits=n_logits,
+            C_grid=C_grid,
+            n_draws=n_draws,
+            seed=seed,
+            fit_intercept=fit_intercept,
+        )
+        W, b, holdout, C = dfr.W, dfr.b, dfr.holdout_predictions, dfr.C
+    if branch == "class-balanced":
+        # the gate's own comparison: pseudo-groups found on data without a shortcut are merely the
+        # hard samples, which the original head gets right by leaning on the shortcut
+        guard_refit, guard_original = gate_refit, gate_original
+    else:
+        guard_refit = _worst_group(holdout, labels, pseudo.groups)
+        guard_original = _worst_group(original_predictions, labels, pseudo.groups)
+    kept = guard and guard_refit < guard_original
+    if kept:
+        W, b = W0.copy(), b0.copy()
+    result = PGDFRFit(
+        W=W,
+        b=b,
+        branch=branch,
+        kept_original=bool(kept),
+        gate_original=gate_original,
+        gate_refit=gate_refit,
+        guard_refit=guard_refit,
+        guard_original=guard_original,
+        C=C,
+        minority_counts=pseudo.minority_counts(n_classes),
+        holdout_predictions=holdout,
+        pseudo_groups=pseudo.groups,
+    )
+    logger.info(result.summary())
+    return result
+
+
+def _cross_fitted_llr(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    original: tuple[np.ndarray, np.ndarray],
+    fit_intercept: bool,
+    seed: int,
+) -> np.ndarray:
+    """Each sample's class predicted by a class-balanced re-fit on the other folds."""
+    n_logits = original[0].shape[0]
+    fold_of = stratified_folds(labels, GATE_FOLDS, np.random.default_rng(seed + 1))
+    predictions = np.empty(len(labels), dtype=np.int64)
+    for f in range(GATE_FOLDS):
+        test = fold_of == f
+        if not test.any():
+            continue
+        fit = fit_head(
+            embeddings[~test],
+            labels[~test],
+            n_logits=n_logits,
+            sample_weight=class_balanced_weights(labels[~test]),
+            l2=LLR_L2,
+            init=original,
+            fit_intercept=fit_intercept,
+        )
+        predictions[test] = predict(embeddings[test] @ fit.W.T + fit.b)
+    return predictions
+
+
+def _weighted_refit(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    original: tuple[np.ndarray, np.ndarray],
+    fit_intercept: bool,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group-balanced L2 re-fit on everything, and each sample predicted by the fit on the other half."""
+
+    def fit(rows: np.ndarray):
+        return fit_head(
+            embeddings[rows],
+            labels[rows],
+            n_logits=original[0].shape[0],
+            sample_weight=group_balanced_weights(groups[rows]),
+            l2=LLR_L2,
+            init=original,
+            fit_intercept=fit_intercept,
+        )
+
+    fold_of = stratified_folds(groups, 2, np.random.default_rng(seed + 3))
+    holdout = np.empty(len(labels), dtype=np.int64)
+    for f in range(2):
+        half = fit(fold_of != f)
+        holdout[fold_of == f] = predict(embeddings[fold_of == f] @ half.W.T + half.b)
+    full = fit(np.ones(len(labels), dtype=bool))
+    return full.W, full.b, holdout
+
+
+def _balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    correct = predictions == labels
+    return float(np.mean([correct[labels == y].mean() for y in np.unique(labels)]))
+
+
+def _worst_group(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    correct = predictions == labels
+    return float(min(correct[groups == g].mean() for g in np.unique(groups)))
+
+
+class Pgdfr(Method):
+    name = "pgdfr"
+    summary = "label-free DFR: L1 re-fit on bias-model pseudo-groups, with a gate and a no-harm guard"
+    uses_all_heldout = True
+
+    def fit(self, inputs: FitInputs) -> Refit:
+        data = inputs.tuning
+        fit = fit_pgdfr(
+            data.embeddings,
+            data.labels,
+            inputs.original,
+            fit_intercept=inputs.fit_intercept,
+            seed=inputs.options.seed,
+            guard=not inputs.options.force_write,
+        )
+        details = {
+            "branch": fit.branch,
+            "kept_original": fit.kept_original,
+            "gate": {"original_balanced_accuracy": fit.gate_original, "refit_balanced_accuracy": fit.gate_refit},
+            "guard": {"refit": fit.guard_refit, "original": fit.guard_original},
+            "C": None if np.isnan(fit.C) else fit.C,
+            "pseudo_minority_per_class": fit.minority_counts.tolist(),
+            "summary": fit.summary(),
+        }
+        selected = "original head (guard)" if fit.kept_original else fit.branch
+        return Refit(
+            W=fit.W, b=fit.b, converged=None, selected=selected, kept_original=fit.kept_original, details=details
+        )
+
+
+METHOD = Pgdfr()

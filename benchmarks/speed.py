@@ -1,27 +1,33 @@
-"""Speed benchmark: what ntonnx costs on top of running the model once, and head-solve times.
+"""Speed benchmark: what ntonnx costs on top of running the model once, head-solve times, Ray.
 
-Part 1, on the pretrained CNN case (EfficientNet-Lite0, ``fashion_scenes``): wall time and peak
-memory (RSS) of three processes over the same ``.npz`` data, batch size 64 and onnxruntime's
-default threads:
+Part 1, on EfficientNet-Lite0 with its ImageNet weights at 96 px (``benchmarks/export_imagenet.py``
+exports it once, with a 2-way head for the ratios and its real 1000-way head): wall time, CPU time
+and peak memory (RSS) of fresh processes over the same data (a folder of ``.npy`` arrays, memory-
+mapped), batch size 64 and onnxruntime's default threads:
 
 1. a bare onnxruntime loop (load the data, create a session, run every batch): the floor;
 2. ``ntonnx extract`` (CLI; writes the activations file);
 3. ``ntonnx tune`` end to end (CLI; extract, identify, solve, write and verify the model).
 
-Each is a fresh process timed from start to exit, run interleaved (1, 2, 3, 1, 2, 3, ...) so the
-ratios compare like with like on a shared machine; medians of ``--repeats`` runs. It is done on
-the case's test split (2000 images) and on a larger synthetic set of 20000 freshly composed
-scenes. Memory target: what ntonnx needs beyond the floor (peak(2 or 3) - peak(1)) should stay
-within 1.5 x (embedding matrix + model file).
+Each is timed from start to exit, run interleaved (1, 2, 3, 1, 2, 3, ...) so the ratios compare
+like with like on a shared machine; medians of ``--repeats`` runs. Sizes: 1,000 and 20,000
+synthetic images (smooth random colour fields labelled by their dominant channel), and the
+1000-class model at 1,000 images. Memory target: what ntonnx needs beyond the floor (peak(2 or 3)
+- peak(1)) within 1.5 x (embedding matrix + model file).
 
 Part 2: ``fit_head`` alone on synthetic embeddings for N in {10k, 50k, 200k}, d in {512, 2048},
 C in {2, 10, 1000}, class-balanced weights, started from a perturbed true head, one process per
 problem (time limit ``--solve-timeout``).
 
+Part 3: ``ntonnx.extract`` with ``--engine ray`` and 1, 2, 4 workers on a local Ray cluster
+(``ray.init(num_cpus=os.cpu_count())``, started once per process, not timed) against the local
+engine in the same process: the speed-up and a bit-for-bit check of the embeddings.
+
 Run from the repository root::
 
-    python benchmarks/speed.py           # writes benchmarks/results/speed.md
-    python benchmarks/speed.py --quick   # 2000 images only, 1 repeat, small solves; not written
+    python benchmarks/export_imagenet.py   # once (needs torch)
+    python benchmarks/speed.py             # writes benchmarks/results/speed.md
+    python benchmarks/speed.py --quick     # 1000 images only, 1 repeat, small solves; not written
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "results"
 BATCH = 64
-SYNTHETIC_N = 20000
+SIZES = (1000, 20000)
+MANY_CLASSES_N = 2000  # two per class: one identifies, one tunes
+RAY_N = 3000
+RAY_WORKERS = (1, 2, 4)
 
 
 def run_measured(args: list[str], timeout: float | None = None) -> dict:
@@ -63,12 +72,15 @@ def run_measured(args: list[str], timeout: float | None = None) -> dict:
     return {"timeout": False, "seconds": seconds, "stdout": out.decode()}
 
 
-def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
+def peak_rss_of(args: list[str], timeout: float | None = None) -> tuple[float, float, float] | None:
     """Wall seconds, CPU seconds and peak RSS (MiB) of one fresh process running ``args``.
 
     The process is this script's ``_measure`` worker, which runs ``args`` and reports its own
     ``VmHWM`` at exit: the rusage of a forked child also counts the parent's pages at the fork.
+    None when it ran past ``timeout`` seconds (it is killed).
     """
+    import threading
+
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with tempfile.NamedTemporaryFile(prefix="ntonnx-peak-", suffix=".txt") as report:
         start = time.perf_counter()
@@ -79,8 +91,16 @@ def peak_rss_of(args: list[str]) -> tuple[float, float, float]:
             env=env,
             cwd=ROOT,
         )
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer is not None:
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        if timer is not None:
+            timer.cancel()
+            if timeout and seconds >= timeout:
+                proc.stderr.close()
+                return None
         err = proc.stderr.read().decode()
         proc.stderr.close()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -98,7 +118,9 @@ def measure_worker(report: str, args: list[str]) -> None:
         else:
             from ntonnx_cli.main import main as cli_main
 
-            cli_main(args[1:], standalone_mode=False)
+            code = cli_main(args[1:], standalone_mode=False)  # returns the exit code instead of exiting
+            if code:
+                sys.exit(code)
     finally:
         Path(report).write_text(str(int(_status_mib("VmHWM") * 1024)))
 
@@ -111,8 +133,7 @@ def bare_loop(model: str, data: str, batch: int) -> None:
     """The floor: load the data, create a session with default options, run every batch."""
     import onnxruntime as ort
 
-    with np.load(data) as archive:
-        arrays = {k: archive[k] for k in archive.files}
+    arrays = {p.stem: np.load(p, mmap_mode="r") for p in Path(data).glob("*.npy")}
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     n = len(arrays["labels"])
@@ -170,28 +191,44 @@ def _status_mib(field: str) -> float:
 # part 1
 
 
-def synthetic_set(case: Path, n: int, seed: int) -> Path:
-    """``n`` freshly composed scenes (group-balanced) in the case's input format, cached."""
-    from sample_models.cases import common
-    from sample_models.cases.fashion_scenes import CLASS_OF, compose, load_fashion
+def image_set(cache: Path, n: int, size: int = 96, classes: int = 2) -> Path:
+    """``n`` synthetic images as a folder of ``.npy`` arrays (``image``, ``labels``), cached.
 
-    path = case.parent / f"fashion_scenes_synthetic_{n}_seed{seed}.npz"
-    if path.exists():
+    Smooth random colour fields (12x12 noise upsampled, plus fine noise). With 2 classes, labelled
+    1 when the red channel's mean exceeds the green one's: the embedding carries the signal, so the
+    solve has a real problem to fit. With more, every class gets ``n / classes`` images at random
+    (the re-fit needs samples of every class in both halves of the split).
+    """
+    path = cache / (f"images_{n}_{size}px" + (f"_{classes}classes" if classes != 2 else ""))
+    if (path / "labels.npy").exists():
         return path
-    rng = np.random.default_rng(seed)
-    images, fashion_labels = load_fashion()
-    keep = np.flatnonzero(np.isin(fashion_labels, list(CLASS_OF)))
-    pick = rng.choice(keep, size=n, replace=len(keep) < n)
-    labels = np.array([CLASS_OF[c] for c in fashion_labels[pick]], dtype=np.int64)
-    attribute = common.balanced_attribute(labels, rng)
-    inputs = np.empty((n, 3, 96, 96), dtype=np.float32)
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    images = np.lib.format.open_memmap(path / "image.npy", mode="w+", dtype=np.float32, shape=(n, 3, size, size))
+    labels = np.empty(n, dtype=np.int64)
     for start in range(0, n, 1000):
-        inputs[start : start + 1000] = compose(images[pick[start : start + 1000]], attribute[start : start + 1000], rng)
-    common.save_split(path, {"image": inputs}, labels, common.groups_of(labels, attribute))
+        k = min(1000, n - start)
+        coarse = rng.standard_normal((k, 3, size // 8, size // 8)).astype(np.float32)
+        x = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)
+        x += 0.3 * rng.standard_normal(x.shape, dtype=np.float32)
+        images[start : start + k] = x
+        labels[start : start + k] = x[:, 0].mean((1, 2)) > x[:, 1].mean((1, 2))
+    images.flush()
+    if classes != 2:
+        labels = rng.permutation(n) % classes
+    np.save(path / "labels.npy", labels)
     return path
 
 
-def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) -> str:
+def pipeline_table(
+    model: Path,
+    datasets: dict[str, Path],
+    repeats: int,
+    log,
+    extract: tuple[str, ...] = (),
+    timeout: float | None = None,
+) -> str:
+    """One row per process and data set; a process that runs past ``timeout`` once is not run again."""
     from ntonnx import inspect_model
 
     head = inspect_model(model).head
@@ -208,12 +245,22 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) ->
                 "ntonnx tune": ["cli", "-q", "tune", str(model), "--data", str(data), "-o", tuned,
                                 "--batch-size", str(BATCH), "--force"],
             }  # fmt: skip
+            if label not in extract:
+                del commands["ntonnx extract"]
             times: dict[str, list[float]] = {k: [] for k in commands}
             cpu: dict[str, list[float]] = {k: [] for k in commands}
             peaks: dict[str, list[float]] = {k: [] for k in commands}
+            timed_out: set[str] = set()
             for r in range(repeats):
                 for name, command in commands.items():
-                    seconds, cpu_seconds, peak = peak_rss_of(command)
+                    if name in timed_out:
+                        continue
+                    measured = peak_rss_of(command, None if name.startswith("bare") else timeout)
+                    if measured is None:
+                        timed_out.add(name)
+                        log(f"  {label} repeat {r + 1}: {name}: over {timeout:.0f} s, stopped")
+                        continue
+                    seconds, cpu_seconds, peak = measured
                     times[name].append(seconds)
                     cpu[name].append(cpu_seconds)
                     peaks[name].append(peak)
@@ -223,6 +270,11 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) ->
             emb_mib = n * head.dim * 4 / 2**20
             budget = 1.5 * (emb_mib + model_mib)
             for name in commands:
+                if name in timed_out:
+                    rows.append(
+                        f"| {label} | {name} | did not finish within {timeout:.0f} s | – | – | – | – | – | – | – |"
+                    )
+                    continue
                 t, c, m = (statistics.median(v[name]) for v in (times, cpu, peaks))
                 ratio = "1 (floor)" if name.startswith("bare") else f"{t / floor_t:.3f}"
                 cpu_ratio = "1 (floor)" if name.startswith("bare") else f"{c / floor_c:.3f}"
@@ -234,7 +286,8 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) ->
                 )
     return "\n".join(
         [
-            f"Model: `{model.name}` ({model_mib:.1f} MiB, embedding {head.dim}-d), batch {BATCH}, "
+            f"Model: `{model.parent.name}/{model.name}` ({model_mib:.1f} MiB, embedding {head.dim}-d, "
+            f"{head.n_classes} classes), batch {BATCH}, "
             f"onnxruntime CPU with default threads, medians of {repeats} interleaved repeats; "
             "each row is a fresh process timed from start to exit.",
             "",
@@ -247,8 +300,7 @@ def pipeline_table(model: Path, datasets: dict[str, Path], repeats: int, log) ->
 
 
 def _count(data: Path) -> int:
-    with np.load(data) as archive:
-        return len(archive["labels"])
+    return len(np.load(Path(data) / "labels.npy", mmap_mode="r"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +344,60 @@ def _solve(n: int, d: int, c: int, max_iter: int, timeout: float) -> dict | None
     return None if result["timeout"] else json.loads(result["stdout"].strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------------------------------------
+# part 3
+
+
+def ray_worker(model: str, data: str, repeats: int, workers: list[int]) -> None:
+    """Time local and Ray extraction, interleaved, in one process with one local cluster; prints JSON."""
+    import ray
+
+    import ntonnx
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    times: dict[str, list[float]] = {"local": [], **{str(k): [] for k in workers}}
+    equal = True
+    with tempfile.TemporaryDirectory(prefix="ntonnx-ray-") as tmp:
+        for r in range(repeats):
+            start = time.perf_counter()
+            local = ntonnx.extract(model, data, run=ntonnx.RunOptions(provider="cpu"))
+            times["local"].append(time.perf_counter() - start)
+            for k in workers:
+                run = ntonnx.RunOptions(provider="cpu", engine="ray", ray_workers=k)
+                start = time.perf_counter()
+                acts = ntonnx.extract(model, data, run=run, save_to=Path(tmp) / f"acts_{k}_{r}")
+                times[str(k)].append(time.perf_counter() - start)
+                equal &= acts.embeddings.tobytes() == local.embeddings.tobytes()
+    print(json.dumps({"times": times, "equal": bool(equal)}))
+
+
+def ray_table(model: Path, data: Path, repeats: int, log) -> str:
+    result = run_measured(
+        [sys.executable, __file__, "_ray", str(model), str(data), str(repeats), *map(str, RAY_WORKERS)]
+    )
+    info = json.loads(result["stdout"].strip().splitlines()[-1])
+    times = info["times"]
+    local = statistics.median(times["local"])
+    one = statistics.median(times[str(RAY_WORKERS[0])])
+    rows = [f"| local engine (one session, default threads) | {local:.2f} ({min(times['local']):.2f}–"
+            f"{max(times['local']):.2f}) | 1 | – |"]  # fmt: skip
+    for k in RAY_WORKERS:
+        t = times[str(k)]
+        rows.append(f"| `--engine ray --ray-workers {k}` | {statistics.median(t):.2f} ({min(t):.2f}–{max(t):.2f}) "
+                    f"| {local / statistics.median(t):.2f} | {one / statistics.median(t):.2f} |")  # fmt: skip
+        log(f"  ray {k} workers: {statistics.median(t):.2f} s (local {local:.2f} s)")
+    return "\n".join([
+        f"`ntonnx.extract` of {_count(data)} images, `{model.parent.name}/{model.name}`, in one process with a local "
+        f"Ray cluster of {os.cpu_count()} CPUs started once beforehand (not timed); each Ray run starts its actor "
+        f"pool (one onnxruntime session per actor, 1 intra-op thread each). Medians of {repeats}, interleaved. "
+        f"Embeddings bit-identical to the local engine's in every run: **{'yes' if info['equal'] else 'NO'}**.",
+        "",
+        "| engine | wall s (min–max) | speed-up over local | speed-up over 1 Ray worker |",
+        "|---|---|---|---|",
+        *rows,
+    ])  # fmt: skip
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
         measure_worker(sys.argv[2], sys.argv[3:])
@@ -299,32 +405,57 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_solve":
         solve_worker(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_ray":
+        ray_worker(sys.argv[2], sys.argv[3], int(sys.argv[4]), [int(k) for k in sys.argv[5:]])
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=ROOT / "benchmarks" / ".cache")
     parser.add_argument("--solve-timeout", type=float, default=120.0, help="per solve process, seconds")
-    parser.add_argument("--quick", action="store_true", help="2000 images, 1 repeat, N=10k solves; not written")
+    parser.add_argument("--tune-timeout", type=float, default=300.0, help="per 1000-class tune process, seconds")
+    parser.add_argument("--quick", action="store_true", help="1000 images, 1 repeat, N=10k solves; not written")
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--skip-solve", action="store_true")
+    parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    from sample_models.cases import ensure
+    from benchmarks.export_imagenet import model_path
 
+    binary, many = model_path(args.cache, 2), model_path(args.cache, 1000)
+    if not (args.skip_pipeline and args.skip_ray) and not (binary.exists() and many.exists()):
+        sys.exit(f"{binary} or {many} is missing: run python benchmarks/export_imagenet.py --cache {args.cache}")
+    repeats = 1 if args.quick else args.repeats
     start = time.perf_counter()
     load_before = os.getloadavg()[0]
     sections = ["## Speed", ""]
     if not args.skip_pipeline:
-        case = ensure("fashion_scenes", 0, log=log)
-        datasets = {"test split, 2000 images": case / "test.npz"}
-        if not args.quick:
-            datasets[f"synthetic, {SYNTHETIC_N} images"] = synthetic_set(case, SYNTHETIC_N, seed=1)
+        sizes = SIZES[:1] if args.quick else SIZES
+        datasets = {f"{n} images": image_set(args.cache, n) for n in sizes}
         sections += [
-            "### ntonnx vs a bare onnxruntime loop (EfficientNet-Lite0, 96 px)",
+            "### ntonnx vs a bare onnxruntime loop (EfficientNet-Lite0 ImageNet backbone, 96 px, 2-way head)",
             "",
-            pipeline_table(case / "model.onnx", datasets, 1 if args.quick else args.repeats, log),
+            pipeline_table(binary, datasets, repeats, log, extract=(f"{sizes[0]} images",)),
+            "",
+            "### Many classes end to end (EfficientNet-Lite0 with its 1000-way ImageNet head, 96 px)",
+            "",
+            pipeline_table(
+                many,
+                {f"{MANY_CLASSES_N} images": image_set(args.cache, MANY_CLASSES_N, classes=1000)},
+                repeats,
+                log,
+                timeout=args.tune_timeout,
+            ),
+            "",
+        ]
+    if not args.skip_ray:
+        sections += [
+            "### Extraction on Ray (`--engine ray`)",
+            "",
+            ray_table(binary, image_set(args.cache, RAY_N), repeats, log),
             "",
         ]
     if not args.skip_solve:

@@ -243,7 +243,8 @@ def tune(
         return "\n".join([
             f"wrote {result.out} (method {options.method}; {len(result.suppressed)} of {result.head.dim} neurons "
             f"suppressed; provider {result.provider})",
-            f"verified: logits match embedding @ W.T + b to {result.verification.max_error:.1e}",
+            f"verified ({result.verification.scope}): logits match embedding @ W.T + b to "
+            f"{result.verification.max_error:.1e}",
             *([f"{options.method} chose: {result.selected}"] if result.selected else []),
             *([f"classes: {_mapping(result.classes)}"] if result.classes else []),
             *[f"note: {note}" for note in payload.get("notes", [])],

@@ -9,9 +9,11 @@ for JSON. The CLI is a thin layer over these.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +25,7 @@ import onnx
 
 from ntonnx._version import __version__
 from ntonnx.activations import Activations, n_label_classes
-from ntonnx.data import ArrayDataset, DataOptions, Dataset
+from ntonnx.data import DataOptions, Dataset
 from ntonnx.errors import ModelError, UsageError
 from ntonnx.files import BackgroundDigest, check_output_paths, write_atomic
 from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
@@ -211,12 +213,27 @@ def extract(
     with ``force``.
     """
     session = Session(model, head=head, run=run, data_options=data_options)
-    if save_to is not None:
+    to_folder = save_to is not None and Path(save_to).suffix.lower() != ".npz"
+    if to_folder:
+        _check_activations_folder(Path(save_to), _inputs(session, data), force)
+    elif save_to is not None:
         check_output_paths({"-o": save_to}, inputs=_inputs(session, data), force=force)
+    if to_folder and session.run.engine == "ray":  # the workers' rows go straight to the output folder
+        return session.activations(session.open_data(data), progress, folder=save_to)
     acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
     return acts
+
+
+def _check_activations_folder(folder: Path, inputs: list, force: bool) -> None:
+    """A folder output (see :meth:`Activations.save`): never an input, an existing one only with ``force``."""
+    from ntonnx.activations import is_activations_folder
+
+    if any(Path(p).resolve() == folder.resolve() for p in inputs):
+        raise UsageError(f"-o '{folder}' is an input; choose another path")
+    if is_activations_folder(folder) and not force:
+        raise UsageError(f"-o '{folder}' already exists; pass --force to replace it")
 
 
 def evaluate(
@@ -312,6 +329,7 @@ def tune(
         method, tuning_source.labels, tuning_source.groups, session.head.n_classes, _describe(tuning_given)
     )
     timings: dict[str, float] = {}
+    _import_in_background(_SOLVER_MODULES)
     with _timed(timings, "extraction"):
         heldout, identification, tuning, evaluation = _extract_roles(
             session, sources, options, progress, split_heldout=not method.uses_all_heldout
@@ -349,7 +367,7 @@ def tune(
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
-        written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
+        written = session.write(out, refit.W, refit.b, provenance, data=sources.real)
     evaluated = evaluation or heldout
     before = predict(evaluated.logits)
     after = _predictions(evaluated.embeddings, refit.W, refit.b)
@@ -446,7 +464,7 @@ class _Sources:
     heldout: Dataset | Activations
     tuning: Dataset | Activations | None
     evaluation: Dataset | Activations | None
-    verification_sample: ArrayDataset
+    real: Dataset | None  # the first set given as data: verification falls back to its first rows
 
 
 def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
@@ -457,8 +475,7 @@ def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sou
     evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
     # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
     real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
-    sample = session.verification_sample(real)
-    return _Sources(heldout, tuning, evaluation, sample)
+    return _Sources(heldout, tuning, evaluation, real)
 
 
 def _extract_roles(
@@ -531,6 +548,27 @@ def _names(source, attribute: str) -> dict[str, int] | None:
     """Name -> index of a data set's classes or groups, when they were given as names."""
     names = getattr(source, attribute, None)
     return None if names is None else {name: i for i, name in enumerate(names)}
+
+
+#: Imported on a thread while the model runs: SciPy's optimizer alone takes ~0.5 s to import.
+_SOLVER_MODULES = ("scipy.optimize", "threadpoolctl", "ntonnx.method.solve")
+
+
+def _import_in_background(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` on a daemon thread; onnxruntime releases the GIL while it runs the model.
+
+    A later ``import`` of one of them in the main thread waits for this one to finish (Python's
+    per-module import lock), so nothing is imported twice or seen half-initialised.
+    """
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # the real import, where it is needed, reports it
+                return
+
+    threading.Thread(target=load, name="ntonnx-imports", daemon=True).start()
 
 
 @contextmanager

@@ -6,21 +6,25 @@ re-loading it, or to write a head you solved yourself::
 
     session = Session("model.onnx")
     acts = session.activations(session.open_data("heldout.npz"))
-    written = session.write("tuned.onnx", W, b, provenance={}, sample=session.verification_sample(None))
+    written = session.write("tuned.onnx", W, b, provenance={})
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ntonnx.activations import Activations, is_activations, n_label_classes
+from ntonnx.activations import Activations, is_activations, is_activations_folder, n_label_classes
 from ntonnx.data import ArrayDataset, DataOptions, Dataset, InputSpec, open_dataset
 from ntonnx.data.dataset import dims
 from ntonnx.errors import DataError, ModelError
@@ -86,6 +90,11 @@ class Session:
         self.data_options = data_options or DataOptions()
         self.model_digest = sha256_file(self.loaded.path)
         self._runner: ModelRunner | None = None
+        # The embedding tensor's values for the first samples of the first data set run (or loaded
+        # activations), as the graph computes them: what the head-scope verification feeds the head.
+        self._head_inputs: np.ndarray | None = None
+        # How to open each data set again from its path (Ray workers open their own copy).
+        self._openers: dict[int, Callable[[], Dataset]] = {}
         #: The class names the graph carries (ZipMap labels, metadata), or None.
         self.model_class_names = graph_class_names(self.loaded.proto, n_label_classes(self.head.n_classes))
 
@@ -120,6 +129,8 @@ class Session:
             return source
         if self.data_options.format in (None, "npz") and is_activations(npz_members(source) or ()):
             return self._checked(Activations.load(source), str(source))
+        if self.data_options.format in (None, "npy") and is_activations_folder(source):
+            return self._checked(Activations.load(source), str(source))
         options = self.data_options
         if classes is not None and options.classes is None:
             options = options.with_classes(classes)
@@ -134,20 +145,38 @@ class Session:
         ):
             shown = ", ".join(own[:10]) + (", ..." if len(own) > 10 else "")
             logger.info("data '%s': class names mapped in the model's own order (%s)", source, shown)
-            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options.with_classes(own))
+            options = options.with_classes(own)
+            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
+        if dataset.class_names is not None and options.classes is None:
+            options = options.with_classes(dataset.class_names)
+        self._openers[id(dataset)] = functools.partial(
+            open_dataset, source, self.input_specs, self.head.n_classes, options
+        )
         return dataset
 
     def activations(
-        self, source: Dataset | Activations, progress: ProgressFactory | None = None, order: np.ndarray | None = None
+        self,
+        source: Dataset | Activations,
+        progress: ProgressFactory | None = None,
+        order: np.ndarray | None = None,
+        *,
+        folder: PathLike | None = None,
     ) -> Activations:
         """Activations of an opened ``source``: run the model over a data set, or pass them on.
 
-        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``.
+        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``. With the ``ray`` engine
+        the activations are written to ``folder`` (default: a temporary one that lives as long as
+        this session) and read back memory-mapped.
         """
         if isinstance(source, Activations):
+            if self._head_inputs is None and self._embedding_is_2d():
+                self._head_inputs = np.array(source.embeddings[:VERIFY_SAMPLES])  # the tensor itself: (N, dim)
             return source
         update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
-        return extract_activations(
+        if self.run.engine == "ray":
+            return self._on_ray(source, update, order, folder)
+        keep = VERIFY_SAMPLES if self._head_inputs is None else 0
+        acts = extract_activations(
             self.runner,
             self.head,
             source,
@@ -156,7 +185,44 @@ class Session:
             progress=update,
             order=order,
             head_weights=read_head(self.loaded.proto, self.head) if self.head.logits_computed else None,
+            keep_first=keep,
         )
+        if keep:
+            self._head_inputs = self.runner.first_rows.get(self.head.embedding)
+        return acts
+
+    def _embedding_is_2d(self) -> bool:
+        """Whether the embedding tensor is the ``(N, dim)`` rows themselves (no pooling, no trailing dims)."""
+        return self.head.pooling is None and self.head.pattern != "conv1x1"
+
+    def _on_ray(
+        self, source: Dataset, update: Callable[[int], None] | None, order: np.ndarray | None, folder: PathLike | None
+    ) -> Activations:
+        from ntonnx.graph.distributed import extract_on_ray
+
+        if self.head.logits_computed:
+            raise ModelError("--engine ray does not run heads whose logits are computed in NumPy; use --engine local")
+        if folder is None:
+            folder = tempfile.mkdtemp(prefix="ntonnx-activations-")
+            weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True)
+        acts = extract_on_ray(
+            self.loaded.path,
+            self.head,
+            source,
+            self._openers.get(id(source)),
+            folder,
+            model_digest=self.model_digest,
+            provider=self.run.provider,
+            batch_size=self.run.batch_size,
+            address=self.run.ray_address,
+            workers=self.run.ray_workers,
+            order=order,
+            progress=update,
+        )
+        if self._head_inputs is None and self._embedding_is_2d():
+            first = np.arange(min(VERIFY_SAMPLES, len(acts)))
+            self._head_inputs = np.array(acts.embeddings[first if order is None else np.argsort(order)[first]])
+        return acts
 
     def verification_sample(self, data: Dataset | None) -> ArrayDataset:
         """Real inputs when we have them (the first samples), else a synthetic batch like the model's inputs."""
@@ -164,14 +230,44 @@ class Session:
             return data.first(VERIFY_SAMPLES)
         return synthetic_sample(self.input_specs, n=8)
 
-    def write(self, out: PathLike, W: np.ndarray, b: np.ndarray, provenance: dict, sample: ArrayDataset) -> Written:
-        """Write the model with head ``(W, b)`` to ``out`` atomically, verified before it reaches ``out``."""
+    def write(
+        self,
+        out: PathLike,
+        W: np.ndarray,
+        b: np.ndarray,
+        provenance: dict,
+        sample: ArrayDataset | None = None,
+        *,
+        data: Dataset | None = None,
+    ) -> Written:
+        """Write the model with head ``(W, b)`` to ``out`` atomically, verified before it reaches ``out``.
+
+        Verified (see :class:`~ntonnx.graph.options.RunOptions` ``verify``) on ``sample`` when given;
+        else on the first samples of the first data set this session ran (the head scope reuses
+        their embeddings, kept from that run), else on those of ``data``, else on synthetic inputs.
+        """
         model = tuned_model(self.loaded.proto, self.head, W, b, provenance)
+        head_inputs = self._head_inputs if sample is None and self.run.verify == "head" else None
+        if head_inputs is None and sample is None:
+            sample = self.verification_sample(data)
+        if head_inputs is None and self.run.verify == "head":
+            self.runner.run(sample, self.run.batch_size, keep_first=len(sample))
+            head_inputs = self.runner.first_rows[self.head.embedding]
         with staged_model(
             model, out, external_data=bool(self.loaded.external_files), protected=self.loaded.protected_paths
         ) as staged:
             providers = resolve_providers(self.run.provider)
-            verification = verify_written(staged.path, self.head, W, b, sample, providers, original=self.loaded.proto)
+            verification = verify_written(
+                staged.path,
+                self.head,
+                W,
+                b,
+                sample if sample is not None else lambda: self.verification_sample(data),
+                providers,
+                original=self.loaded.proto,
+                scope=self.run.verify,
+                head_inputs=head_inputs,
+            )
         return Written(files=staged.files, verification=verification)
 
     def _checked(self, acts: Activations, source: str) -> Activations:

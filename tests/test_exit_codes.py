@@ -196,9 +196,13 @@ def test_declared_dims_cannot_make_a_huge_verification_sample(tmp_path, length):
     acts.save(tmp_path / "a.npz")
     before = listing(tmp_path)
     code, line = run("tune", tmp_path / "m.onnx", "--activations", tmp_path / "a.npz", "-o", tmp_path / "o.onnx",
-                     "--method", "llr")  # fmt: skip
+                     "--method", "llr", "--verify", "full")  # fmt: skip
     assert code == MODEL and "bytes" in line and "--data" in line
     assert listing(tmp_path) == before
+    # the default head-scope verification runs the head on the saved embeddings: no model inputs needed
+    code, line = run("tune", tmp_path / "m.onnx", "--activations", tmp_path / "a.npz", "-o", tmp_path / "o.onnx",
+                     "--method", "llr")  # fmt: skip
+    assert code == 0, line
 
 
 # -- case 13: a tokenizer's truncation length on a model with a free sequence axis -------------------

@@ -71,13 +71,21 @@ class ModelRunner:
     """An onnxruntime session over the model with chosen tensors exposed as extra outputs."""
 
     def __init__(
-        self, model: onnx.ModelProto, extra_outputs: list[str], providers: list[str], label: str, *, exact: bool = False
+        self,
+        model: onnx.ModelProto,
+        extra_outputs: list[str],
+        providers: list[str],
+        label: str,
+        *,
+        exact: bool = False,
+        threads: int | None = None,
     ):
         """``exact`` keeps onnxruntime to its basic graph optimizations: the extended ones replace a
         dequantized int8 weight's float product by an integer one on dynamically quantized inputs,
         which is faster but no longer the graph's ONNX semantics (verification needs those). It also
         turns off CUDA's TF32 matrix products (on by default on Ampere and later GPUs), which round
-        float32 operands to 10 mantissa bits."""
+        float32 operands to 10 mantissa bits. ``threads`` caps onnxruntime's intra-op threads
+        (default: one per core), for several sessions sharing a machine."""
         ort = require_onnxruntime()
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
@@ -92,6 +100,8 @@ class ModelRunner:
         # the same text, which ntonnx reports as its one-line error: keep its log to fatal errors
         # unless ntonnx itself logs debug details.
         options.log_severity_level = 2 if logger.isEnabledFor(logging.DEBUG) else 4
+        if threads:
+            options.intra_op_num_threads = threads
         if exact:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         with tempfile.TemporaryDirectory(prefix="ntonnx-") as workdir:
@@ -106,6 +116,7 @@ class ModelRunner:
         batch_dims = {spec.shape[0] for spec in self.inputs if spec.shape and isinstance(spec.shape[0], int)}
         self.fixed_batch = batch_dims.pop() if len(batch_dims) == 1 else None
         self.label = label
+        self.first_rows: dict[str, np.ndarray] = {}
 
     def run(
         self,
@@ -113,15 +124,22 @@ class ModelRunner:
         batch_size: int,
         progress: Callable[[int], None] | None = None,
         order: np.ndarray | None = None,
+        keep_first: int = 0,
     ) -> list[np.ndarray]:
         """Outputs ``self.output_names`` for all samples, concatenated along the batch axis.
 
         ``order`` (a permutation of the sample indices) puts sample ``order[j]`` in row ``j`` of
         every per-sample output, as the rows arrive: no reordering copy afterwards.
+        ``keep_first`` > 0 also keeps each output's values for the data set's first samples, as
+        the graph computes them, in :attr:`first_rows` (name -> array): verification feeds them to
+        the head without running the model again.
         """
         batch = self.fixed_batch or batch_size
         rows = None if order is None else np.argsort(order)
         stores = [_Rows(len(data), rows) for _ in self.output_names]
+        self.first_rows = {}
+        kept: dict[str, list[np.ndarray]] = {name: [] for name in self.output_names} if keep_first else {}
+        done = 0
         for feed in data.batches(batch):
             n = len(next(iter(feed.values())))
             if self.fixed_batch and n < self.fixed_batch:
@@ -134,11 +152,16 @@ class ModelRunner:
                 raise DataError(f"model '{self.label}' failed on data '{data.source}': {first_line(exc)}") from None
             for store, value in zip(stores, results, strict=True):
                 store.add(np.asarray(value), n, fed)
+            if done < keep_first:
+                for name, value in zip(self.output_names, results, strict=True):
+                    kept[name].append(np.array(value[: min(n, keep_first - done)]))
+            done += n
             if progress is not None:
                 progress(n)
             # Let go of the batch before the next is asked for: a streaming data set then never
             # holds two batches in the model's form at once.
             del feed
+        self.first_rows = {name: np.concatenate(parts) for name, parts in kept.items() if parts}
         return [store.result() for store in stores]
 
     def _check_padding(self, feed: dict[str, np.ndarray], n: int) -> None:
@@ -211,6 +234,7 @@ def extract_activations(
     progress: Callable[[int], None] | None = None,
     order: np.ndarray | None = None,
     head_weights: tuple[np.ndarray, np.ndarray] | None = None,
+    keep_first: int = 0,
 ) -> Activations:
     """Run the model over ``data`` and return embeddings and logits of every sample.
 
@@ -218,9 +242,9 @@ def extract_activations(
     permutation of the sample indices) makes row ``j`` hold sample ``order[j]``, so that a split
     of the samples can be taken as two contiguous views instead of two copies. A head whose raw
     logits are no graph tensor (``head.logits_computed``) needs ``head_weights``, its ``(W, b)``:
-    the logits are then ``embeddings @ W.T + b``.
+    the logits are then ``embeddings @ W.T + b``. ``keep_first``: see :meth:`ModelRunner.run`.
     """
-    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order))
+    embeddings, logits = head_activations(head, *runner.run(data, batch_size, progress, order, keep_first))
     if head.logits_computed:
         logits = computed_logits(embeddings, *head_weights)
     for name, values in ((head.embedding, embeddings), (head.logits, logits)):

@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 import ntonnx
 from ntonnx.errors import NtonnxError
 
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    # too_slow: on a loaded 2-core machine drawing a mutation can take longer than Hypothesis expects
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def _mutate_model(model: onnx.ModelProto, data: st.DataObject) -> bytes:
@@ -69,10 +74,20 @@ def test_mutated_models_fail_cleanly(tmp_path_factory, data, head):
         assert "\n" not in str(exc), f"multi-line message: {exc}"
         assert not out.exists()
     else:
-        onnx.checker.check_model(str(out))
+        # a written model passes onnx.checker, unless the input already failed it (issue 9, case 19)
+        if _checker_error(folder / "m.onnx") is None:
+            onnx.checker.check_model(str(out))
     after = _snapshot(folder)
     assert {k: v for k, v in after.items() if k != "out.onnx"} == before, "an input changed or a stray file appeared"
     assert not [p for p in os.listdir(folder) if p.startswith(".ntonnx-tmp")]
+
+
+def _checker_error(path) -> str | None:
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as exc:
+        return str(exc)
+    return None
 
 
 @FUZZ

@@ -32,7 +32,7 @@ from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, rea
 from ntonnx.graph.model_io import load_model
 from ntonnx.graph.options import HeadQuery, RunOptions
 from ntonnx.graph.verify import Verification
-from ntonnx.method.base import FitInputs
+from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.class_mapping import check_class_mapping
 from ntonnx.method.metrics import Metrics, compute_metrics, predict
 from ntonnx.method.neurons import NeuronScores, identify
@@ -309,126 +309,186 @@ def tune(
     method.check(options)
     if (data is None) == (activations is None):
         raise UsageError("give exactly one of --data or --activations")
-    heldout_given = data if data is not None else activations
+    given = _Given(data if data is not None else activations, tune_data, eval_data)
     session = Session(model, head=head, run=run, data_options=data_options)
-    if report_html is not None or plot is not None:
-        from ntonnx.report.figures import require_matplotlib
-
-        require_matplotlib()  # before the model runs, not after
-    outputs = check_tune_outputs(
-        session, out, report, heldout_given, tune_data, eval_data, force=force, report_html=report_html, plot=plot
-    )
-    out = outputs["--out"]
-    digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
-    model_names = session.model_class_names
-    sources = _open_sources(session, heldout_given, tune_data, eval_data)
-    tuning_source, tuning_given = (
-        (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
-    )
-    check_tuning_data(
-        method, tuning_source.labels, tuning_source.groups, session.head.n_classes, _describe(tuning_given)
-    )
+    outputs = _checked_outputs(session, given, out, report, report_html, plot, force)
+    digests = {str(p): BackgroundDigest(p) for p in _paths(*given.all)}
+    sources = _open_sources(session, given)
+    tuning_source, tuning_given = sources.tuning_source(given)
+    check_tuning_data(method, tuning_source.labels, tuning_source.groups, session.head.n_classes, tuning_given)
     timings: dict[str, float] = {}
     _import_in_background(_SOLVER_MODULES)
     with _timed(timings, "extraction"):
-        heldout, identification, tuning, evaluation = _extract_roles(
-            session, sources, options, progress, split_heldout=not method.uses_all_heldout
-        )
-    class_names = getattr(sources.heldout, "class_names", None)
-    for acts, given in ((heldout, heldout_given), (tuning if sources.tuning is not None else None, tune_data)):
-        if acts is not None:
-            check_class_mapping(
-                acts.labels,
-                predict(acts.logits),
-                n_label_classes(session.head.n_classes),
-                source=_describe(given),
-                class_names=class_names,
-                model_class_names=model_names,
-            )
+        roles = _extract_roles(session, sources, options, progress, split_heldout=not method.uses_all_heldout)
+    _check_class_orders(session, sources, roles, given)
     original = read_head(session.loaded.proto, session.head)
     with _timed(timings, "identification"):
-        scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
+        scores = _scores(roles.identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
-        refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
+        inputs = FitInputs(roles.tuning, roles.identification, scores, original, session.head.has_bias, options)
+        refit = method.fit(inputs)
+    kept = _keep_unfitted_rows(refit, original, roles.tuning.labels) if method.refits else []
     if refit.kept_original:
         logger.warning(
             "kept the original head: the re-fit is estimated worse (%s); --force-write writes the re-fit anyway",
             refit.details.get("summary", options.method),
         )
-    suppressed = [int(i) for i in refit.suppressed]
-    kept = _keep_unfitted_rows(refit, original, tuning.labels) if method.refits else []
-    provenance = {
+    provenance = _provenance(options, refit, kept, digests)
+    with _timed(timings, "rewrite"):
+        written = session.write(outputs["--out"], refit.W, refit.b, provenance, data=sources.real)
+    run_facts = _RunFacts(session, method, options, given, sources, roles, scores, original, refit, kept, timings)
+    result = _tune_result(str(model), outputs["--out"], run_facts, written, provenance["data_sha256"])
+    _write_reports(result, outputs)
+    return result
+
+
+@dataclass
+class _Given:
+    """What the caller passed: held-out data (or activations), a separate tuning set, an evaluation set."""
+
+    heldout: DataLike | Activations
+    tuning: DataLike | Activations | None
+    evaluation: DataLike | Activations | None
+
+    @property
+    def all(self) -> tuple:
+        return (self.heldout, self.tuning, self.evaluation)
+
+
+@dataclass
+class _Roles:
+    """The activations of a run by role; identification and tuning are views of ``heldout`` when split."""
+
+    heldout: Activations
+    identification: Activations
+    tuning: Activations
+    evaluation: Activations | None
+    separate_tuning: bool
+
+
+@dataclass
+class _RunFacts:
+    """What a ``tune`` run decided and computed, for its result and report."""
+
+    session: Session
+    method: Method
+    options: TuneOptions
+    given: _Given
+    sources: _Sources
+    roles: _Roles
+    scores: NeuronScores | None
+    original: tuple[np.ndarray, np.ndarray]
+    refit: Refit
+    kept: list[int]
+    timings: dict[str, float]
+
+
+def _checked_outputs(session: Session, given: _Given, out, report, report_html, plot, force: bool) -> dict[str, Path]:
+    """Every path the run writes, checked before any work; matplotlib too when a figure is asked for."""
+    if report_html is not None or plot is not None:
+        from ntonnx.report.figures import require_matplotlib
+
+        require_matplotlib()  # before the model runs, not after
+    return check_tune_outputs(session, out, report, *given.all, force=force, report_html=report_html, plot=plot)
+
+
+def _check_class_orders(session: Session, sources: _Sources, roles: _Roles, given: _Given) -> None:
+    """Refuse labels whose class order disagrees with the model's predictions (before any re-fit)."""
+    checked = [(roles.heldout, given.heldout)] + ([(roles.tuning, given.tuning)] if roles.separate_tuning else [])
+    for acts, source in checked:
+        check_class_mapping(
+            acts.labels,
+            predict(acts.logits),
+            n_label_classes(session.head.n_classes),
+            source=_describe(source),
+            class_names=getattr(sources.heldout, "class_names", None),
+            model_class_names=session.model_class_names,
+        )
+
+
+def _provenance(options: TuneOptions, refit: Refit, kept: list[int], digests: dict) -> dict:
+    """What the written model's ``metadata_props`` record."""
+    return {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
-        "suppressed_neurons": suppressed,
+        "suppressed_neurons": [int(i) for i in refit.suppressed],
         **({"selected": refit.selected} if refit.selected else {}),
         **({"kept_classes": kept} if kept else {}),
         "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
-    with _timed(timings, "rewrite"):
-        written = session.write(out, refit.W, refit.b, provenance, data=sources.real)
-    evaluated = evaluation or heldout
+
+
+def _tune_result(model: str, out: Path, run: _RunFacts, written, data_sha256: dict) -> TuneResult:
+    """The result and its report fields, measured on the evaluation data (else the held-out data)."""
+    roles, refit, scores, session = run.roles, run.refit, run.scores, run.session
+    evaluated = roles.evaluation or roles.heldout
     before = predict(evaluated.logits)
     after = _predictions(evaluated.embeddings, refit.W, refit.b)
-    evaluated_source = sources.evaluation if sources.evaluation is not None else sources.heldout
+    evaluated_source = run.sources.evaluation if run.sources.evaluation is not None else run.sources.heldout
+    suppressed = [int(i) for i in refit.suppressed]
     fields = report_fields(
         labels=evaluated.labels,
         before=before,
         after=after,
         n_classes=n_label_classes(session.head.n_classes),
-        class_names=class_names,
+        class_names=getattr(run.sources.heldout, "class_names", None),
         group_names=getattr(evaluated_source, "group_names", None),
-        model_class_names=model_names,
+        model_class_names=session.model_class_names,
         delta=None if scores is None else scores.delta,
         n_wrong=None if scores is None else scores.n_wrong,
         n_right=None if scores is None else scores.n_right,
         suppressed=suppressed,
-        rule=options.rule,
-        threshold=options.threshold,
-        original=original if method.refits else None,
-        tuned=(refit.W, refit.b) if method.refits else None,
+        rule=run.options.rule,
+        threshold=run.options.threshold,
+        original=run.original if run.method.refits else None,
+        tuned=(refit.W, refit.b) if run.method.refits else None,
         candidates=refit.details.get("validation"),
         selected=refit.selected,
-        kept_classes=kept,
+        kept_classes=run.kept,
         model_sha256=session.model_digest,
-        data_sha256=provenance["data_sha256"],
+        data_sha256=data_sha256,
     )
-    result = TuneResult(
-        model=str(model),
+    given = run.given
+    return TuneResult(
+        model=model,
         out=str(out),
         files=[str(f) for f in written.files],
-        options=options,
+        options=run.options,
         head=session.head,
-        provider=heldout.provider,
-        n_identification=len(identification) if method.needs_identification else 0,
-        n_tuning=len(tuning),
+        provider=roles.heldout.provider,
+        n_identification=len(roles.identification) if run.method.needs_identification else 0,
+        n_tuning=len(roles.tuning),
         suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
-        evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
+        evaluated_on=_describe(given.evaluation if given.evaluation is not None else given.heldout),
         before=compute_metrics(before, evaluated.labels, evaluated.groups),
         after=compute_metrics(after, evaluated.labels, evaluated.groups),
         converged=refit.converged,
         verification=written.verification,
-        timings=timings,
-        classes=_names(sources.heldout, "class_names"),
-        groups=_names(sources.heldout, "group_names"),
+        timings=run.timings,
+        classes=_names(run.sources.heldout, "class_names"),
+        groups=_names(run.sources.heldout, "group_names"),
         selected=refit.selected,
         kept_original=refit.kept_original,
         method_details=refit.details,
         report=fields,
     )
-    if report is not None:
-        write_report(outputs["--report"], result)
-    if report_html is not None or plot is not None:
-        from ntonnx.report import main_figure, save_figure, write_html
 
-        payload = json.loads(json.dumps(result.to_dict()))  # drawn as a saved report would be
-        if report_html is not None:
-            write_html(payload, outputs["--report-html"])
-        if plot is not None:
-            save_figure(main_figure(payload), outputs["--plot"])
-    return result
+
+def _write_reports(result: TuneResult, outputs: dict[str, Path | None]) -> None:
+    """The JSON report, the HTML page and the figure, for those asked for (paths already checked)."""
+    if outputs.get("--report") is not None:
+        write_report(outputs["--report"], result)
+    if outputs.get("--report-html") is None and outputs.get("--plot") is None:
+        return
+    from ntonnx.report import main_figure, save_figure, write_html
+
+    payload = json.loads(json.dumps(result.to_dict()))  # drawn as a saved report would be
+    if outputs.get("--report-html") is not None:
+        write_html(payload, outputs["--report-html"])
+    if outputs.get("--plot") is not None:
+        save_figure(main_figure(payload), outputs["--plot"])
 
 
 def check_tune_outputs(
@@ -466,13 +526,19 @@ class _Sources:
     evaluation: Dataset | Activations | None
     real: Dataset | None  # the first set given as data: verification falls back to its first rows
 
+    def tuning_source(self, given: _Given) -> tuple[Dataset | Activations, str]:
+        """The set the head is re-fit on (the separate tuning set, else the held-out set) and its name."""
+        if self.tuning is not None:
+            return self.tuning, _describe(given.tuning)
+        return self.heldout, _describe(given.heldout)
 
-def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
+
+def _open_sources(session: Session, given: _Given) -> _Sources:
     """Open every data set of a run; the held-out set's class names fix the mapping for the others."""
-    heldout = session.open_data(heldout_given)
+    heldout = session.open_data(given.heldout)
     classes = getattr(heldout, "class_names", None)
-    tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
-    evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
+    tuning = session.open_data(given.tuning, classes=classes) if given.tuning is not None else None
+    evaluation = session.open_data(given.evaluation, classes=classes) if given.evaluation is not None else None
     # real rows from whichever data set was given as data (activations alone leave a synthetic batch)
     real = next((d for d in (heldout, tuning, evaluation) if isinstance(d, Dataset)), None)
     return _Sources(heldout, tuning, evaluation, real)
@@ -485,7 +551,7 @@ def _extract_roles(
     progress: ProgressFactory | None,
     *,
     split_heldout: bool = True,
-) -> tuple[Activations, Activations, Activations, Activations | None]:
+) -> _Roles:
     """Held-out, identification, tuning and evaluation activations.
 
     With one data set, a seeded class-stratified split gives both roles; extracted with the
@@ -499,15 +565,16 @@ def _extract_roles(
     heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
     tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
     evaluation = session.activations(sources.evaluation, progress) if sources.evaluation is not None else None
+    separate = tuning is not None
     if split is None:
-        return heldout, heldout, tuning if tuning is not None else heldout, evaluation
+        return _Roles(heldout, heldout, tuning if separate else heldout, evaluation, separate)
     if in_order:
         cut = len(split[0])
-        return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
-    return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
+        return _Roles(heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation, separate)
+    return _Roles(heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation, separate)
 
 
-def _keep_unfitted_rows(refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
+def _keep_unfitted_rows(refit: Refit, original: tuple[np.ndarray, np.ndarray], labels: np.ndarray) -> list[int]:
     """Put back the original rows of the classes the tuning data has no sample of; return those classes.
 
     The solver already keeps them fixed; this makes the guarantee the pipeline's, whatever a

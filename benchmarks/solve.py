@@ -93,7 +93,8 @@ def correlated_problem(n: int, d: int, c: int, seed: int) -> Problem:
     r = min(d // 2, 256)
     spectrum = (1.0 + np.arange(r)) ** -0.7
     loadings = (rng.standard_normal((r, d)) * spectrum[:, None] * 1.5).astype(np.float32)
-    means = rng.standard_normal((c, r)).astype(np.float32) * (0.8 / np.sqrt(np.log2(c) + 1))
+    # class means ~2.5 latent standard deviations apart (a few more with many classes): not separable
+    means = rng.standard_normal((c, r)).astype(np.float32) * ((2.5 + np.log10(c)) / np.sqrt(2 * r))
     labels = rng.integers(0, c, size=n)
     X = np.empty((n, d), dtype=np.float32)
     for start in range(0, n, 10000):

@@ -88,29 +88,51 @@ def iid_problem(n: int, d: int, c: int, seed: int, *, separable: bool = False) -
 
 
 def correlated_problem(n: int, d: int, c: int, seed: int) -> Problem:
-    """ReLU(latent @ loadings + noise - 0.5): a rank-``r`` latent with a power-law spectrum and class means."""
+    """ReLU(latent @ loadings + noise - 0.5): a rank-``r`` latent with a power-law spectrum and class means.
+
+    The original head is what ERM on a separate training draw of the same distribution gives in
+    closed form: linear discriminant analysis (shrunk pooled covariance), with the temperature
+    that minimises the training cross-entropy.
+    """
     rng = np.random.default_rng(seed)
     r = min(d // 2, 256)
     spectrum = (1.0 + np.arange(r)) ** -0.7
     loadings = (rng.standard_normal((r, d)) * spectrum[:, None] * 1.5).astype(np.float32)
-    # class means ~2.5 latent standard deviations apart (a few more with many classes): not separable
-    means = rng.standard_normal((c, r)).astype(np.float32) * ((2.5 + np.log10(c)) / np.sqrt(2 * r))
-    labels = rng.integers(0, c, size=n)
-    X = np.empty((n, d), dtype=np.float32)
-    for start in range(0, n, 10000):
-        rows = slice(start, min(start + 10000, n))
-        latent = means[labels[rows]] + rng.standard_normal((rows.stop - start, r), dtype=np.float32)
-        noise = rng.standard_normal((rows.stop - start, d), dtype=np.float32) * 0.5
-        X[rows] = np.maximum(latent @ loadings + noise - 0.5, 0)
-    # the "original head": class centroids (a nearest-mean classifier), scaled to logits of a few units
-    centroids = np.zeros((c, d))
-    np.add.at(centroids, labels, X)
-    centroids /= np.maximum(np.bincount(labels, minlength=c), 1)[:, None]
-    W0 = centroids - centroids.mean(axis=0)
-    W0 *= 2.0 / np.abs(X[:2000] @ W0.T).mean()
-    if c == 2:
-        W0 = W0 - W0.mean(axis=0)
-    return Problem("correlated", X, labels, c, (W0.astype(np.float32), np.zeros(c, dtype=np.float32)))
+    # class means ~2.5 latent standard deviations apart (more with many classes): the original head's
+    # held-out accuracy is ~80% at 2 classes and ~60% at 1000
+    means = rng.standard_normal((c, r)).astype(np.float32) * ((2.5 + 2.5 * np.log10(c / 2)) / np.sqrt(2 * r))
+
+    def draw(size: int, draw_rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        labels = draw_rng.integers(0, c, size=size)
+        X = np.empty((size, d), dtype=np.float32)
+        for start in range(0, size, 10000):
+            rows = slice(start, min(start + 10000, size))
+            latent = means[labels[rows]] + draw_rng.standard_normal((rows.stop - start, r), dtype=np.float32)
+            noise = draw_rng.standard_normal((rows.stop - start, d), dtype=np.float32) * 0.5
+            X[rows] = np.maximum(latent @ loadings + noise - 0.5, 0)
+        return X, labels
+
+    X_train, y_train = draw(min(n, 50_000), np.random.default_rng(seed + 1))
+    counts = np.maximum(np.bincount(y_train, minlength=c), 1)
+    centroids = np.zeros((c, d), dtype=np.float32)
+    np.add.at(centroids, y_train, X_train)
+    centroids /= counts[:, None]
+    X_train -= centroids[y_train]  # within-class scatter
+    scatter = (X_train.T @ X_train).astype(np.float64) / len(X_train)
+    scatter[np.diag_indices(d)] += 0.1 * np.trace(scatter) / d
+    W0 = np.linalg.solve(scatter, centroids.T.astype(np.float64)).T
+    b0 = -0.5 * np.einsum("kd,kd->k", W0, centroids) + np.log(counts / counts.sum())
+    del X_train
+    X_val, y_val = draw(5000, np.random.default_rng(seed + 3))
+    losses = {}
+    for temperature in 2.0 ** np.arange(-6, 2):
+        scores = temperature * (X_val @ W0.T + b0)
+        scores -= scores.max(axis=1, keepdims=True)
+        losses[temperature] = np.mean(np.log(np.exp(scores).sum(axis=1)) - scores[np.arange(5000), y_val])
+    best = min(losses, key=losses.get)
+    X, labels = draw(n, np.random.default_rng(seed + 2))
+    init = ((best * W0).astype(np.float32), (best * b0).astype(np.float32))
+    return Problem("correlated", X, labels, c, init)
 
 
 def real_problems() -> list[Problem]:
@@ -145,8 +167,8 @@ def objective(problem: Problem, W: np.ndarray, b: np.ndarray) -> float:
     return float(loss + 0.5 * L2 * np.sum((W * sd) ** 2))
 
 
-def run_fit_head(problem: Problem, variant: str) -> tuple[np.ndarray, np.ndarray, int]:
-    kwargs = dict(n_logits=problem.n_logits, sample_weight=problem.weights, init=problem.init, l2=L2)
+def run_fit_head(problem: Problem, variant: str, max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    kwargs = dict(n_logits=problem.n_logits, sample_weight=problem.weights, init=problem.init, l2=L2, max_iter=max_iter)
     saved = solve_module._FTOL_FLOAT32
     if variant == "before":
         solve_module._FTOL_FLOAT32 = 1e-10
@@ -157,7 +179,7 @@ def run_fit_head(problem: Problem, variant: str) -> tuple[np.ndarray, np.ndarray
             fit = fit_head(problem.X, problem.labels, precondition=precondition, **kwargs)
     finally:
         solve_module._FTOL_FLOAT32 = saved
-    return fit.W, fit.b, fit.n_iter
+    return fit.W, fit.b, fit.n_iter, fit.converged
 
 
 def run_sklearn(problem: Problem, solver: str, Z: np.ndarray, mu: np.ndarray, sd: np.ndarray):
@@ -188,19 +210,22 @@ def reference(problem: Problem, best: tuple[np.ndarray, np.ndarray]) -> float:
     return min(objective(problem, fit.W, fit.b), objective(problem, *best))
 
 
-def bench(problem: Problem, repeats: int, peers: bool, log) -> list[dict]:
+VARIANTS = {"fit_head": "auto", "fit_head plain": "plain", "fit_head kronecker": "kronecker",
+            "fit_head before": "before"}  # fmt: skip
+
+
+def bench(problem: Problem, methods: list[str], repeats: int, peers: bool, log, max_iter: int = 1000) -> list[dict]:
     rows, solutions = [], []
-    methods = [("fit_head", "auto"), ("fit_head plain", "plain"), ("fit_head kronecker", "kronecker"),
-               ("fit_head before", "before")]  # fmt: skip
     n, d = problem.X.shape
-    for name, variant in methods:
+    for name in methods:
         seconds = []
         for _ in range(repeats):
             gc.collect()
             start = time.perf_counter()
-            W, b, n_iter = run_fit_head(problem, variant)
+            W, b, n_iter, converged = run_fit_head(problem, VARIANTS[name], max_iter)
             seconds.append(time.perf_counter() - start)
-        rows.append({"method": name, "seconds": seconds, "n_iter": n_iter, "loss": objective(problem, W, b)})
+        rows.append({"method": name, "seconds": seconds, "n_iter": f"{n_iter}" + ("" if converged else " (limit)"),
+                     "loss": objective(problem, W, b)})  # fmt: skip
         solutions.append((W, b))
         log(f"  {problem.kind} {n}x{d}x{problem.n_logits} {name}: {statistics.median(seconds):.2f} s, "
             f"{n_iter} it, loss {rows[-1]['loss']:.10g}")  # fmt: skip
@@ -225,27 +250,30 @@ def bench(problem: Problem, repeats: int, peers: bool, log) -> list[dict]:
                 f"{statistics.median(seconds):.2f} s, loss {rows[-1]['loss']:.10g}")  # fmt: skip
         del Z
     best = min(solutions, key=lambda s: objective(problem, *s))
-    ref = reference(problem, best)
+    # no reference when every run stopped at its iteration limit (the per-iteration rows at 1000 classes)
+    ref = reference(problem, best) if not all(row["n_iter"].endswith("(limit)") for row in rows) else None
     for row in rows:
-        row.update(kind=problem.kind, n=n, d=d, c=problem.n_logits, gap=(row["loss"] - ref) / abs(ref), ref=ref)
+        gap = None if ref is None else (row["loss"] - ref) / abs(ref)
+        row.update(kind=problem.kind, n=n, d=d, c=problem.n_logits, gap=gap)
     return rows
 
 
 def table(rows: list[dict]) -> str:
     lines = [
-        "| N | d | C | data | method | seconds (median) | min–max | ratio to `fit_head before` | iterations "
-        "| final objective | relative gap to reference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| N | d | C | data | method | runs | seconds (median) | min–max | ratio to `fit_head before` "
+        "| iterations | final objective | relative gap to reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        before = next(r for r in rows if r["method"] == "fit_head before" and (r["kind"], r["n"], r["d"], r["c"])
-                      == (row["kind"], row["n"], row["d"], row["c"]))  # fmt: skip
+        same = [r for r in rows if (r["kind"], r["n"], r["d"], r["c"]) == (row["kind"], row["n"], row["d"], row["c"])]
+        before = next((r for r in same if r["method"] == "fit_head before"), None)
         med = statistics.median(row["seconds"])
-        ratio = med / statistics.median(before["seconds"])
+        ratio = f"{med / statistics.median(before['seconds']):.2f}" if before else "–"
         lines.append(
-            f"| {row['n']} | {row['d']} | {row['c']} | {row['kind']} | {row['method']} | {med:.3f} "
-            f"| {min(row['seconds']):.3f}–{max(row['seconds']):.3f} | {ratio:.2f} | {row['n_iter']} "
-            f"| {row['loss']:.10f} | {row['gap']:.1e} |"
+            f"| {row['n']} | {row['d']} | {row['c']} | {row['kind']} | {row['method']} | {len(row['seconds'])} "
+            f"| {med:.3f} "
+            f"| {min(row['seconds']):.3f}–{max(row['seconds']):.3f} | {ratio} | {row['n_iter']} "
+            f"| {row['loss']:.10f} | {'–' if row['gap'] is None else format(row['gap'], '.1e')} |"
         )
     return "\n".join(lines)
 
@@ -261,40 +289,46 @@ def main() -> None:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    # (n, d, C, kind, with scikit-learn peers)
+    all_four, two = list(VARIANTS), ["fit_head", "fit_head before"]
+    # (n, d, C, kind, methods, runs, with scikit-learn peers, L-BFGS iteration limit)
     if args.quick:
-        plan = [(10_000, 512, 2, "iid", True), (10_000, 512, 2, "correlated", True)]
-        plan.append((10_000, 512, 10, "correlated", True))
-    else:
         plan = [
-            (50_000, 2048, 2, "iid", True),
-            (50_000, 2048, 2, "correlated", True),
-            (50_000, 2048, 2, "separable", False),
-            (10_000, 2048, 2, "correlated", False),
-            (200_000, 2048, 2, "correlated", False),
-            (50_000, 512, 10, "correlated", True),
-            (50_000, 2048, 1000, "correlated", False),
+            (10_000, 512, 2, "iid", all_four, 1, True, 1000),
+            (10_000, 512, 2, "correlated", all_four, 1, True, 1000),
         ]
-    repeats = 1 if args.quick else args.repeats
+    else:
+        r = args.repeats
+        plan = [
+            (50_000, 2048, 2, "iid", all_four, r, False, 1000),
+            (50_000, 2048, 2, "correlated", all_four, r, False, 1000),
+            (50_000, 2048, 2, "separable", two, r, False, 1000),
+            (10_000, 512, 2, "iid", two, r, True, 1000),
+            (10_000, 512, 2, "correlated", two, r, True, 1000),
+            (10_000, 2048, 2, "correlated", two, r, False, 1000),
+            (200_000, 2048, 2, "correlated", two, 1, False, 1000),
+            (50_000, 512, 10, "correlated", two, r, False, 1000),
+            (10_000, 512, 1000, "correlated", ["fit_head"], 1, False, 300),
+            (50_000, 2048, 1000, "correlated", ["fit_head", "fit_head before"], 1, False, 3),
+        ]
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     rows = []
     makers = {"iid": iid_problem, "correlated": correlated_problem,
               "separable": lambda n, d, c, s: iid_problem(n, d, c, s, separable=True)}  # fmt: skip
-    for n, d, c, kind, peers in plan:
+    for n, d, c, kind, methods, runs, peers, max_iter in plan:
         label = f"{kind} {n}x{d}x{c}"
         if args.only and args.only not in label:
             continue
         problem = makers[kind](n, d, c, 0)
-        rows += bench(problem, repeats, peers, log)
+        rows += bench(problem, methods, runs, peers, log, max_iter)
         del problem
     if not args.quick and (not args.only or "real" in args.only):
         for problem in real_problems():
-            rows += bench(problem, repeats, True, log)
+            rows += bench(problem, all_four, args.repeats, True, log)
     report = "\n".join(
         [
             "## Head solve (`fit_head`) vs scikit-learn",
             "",
-            f"Class-balanced weights, l2 = {L2} on standardised features, medians of {repeats} runs in one "
+            f"Class-balanced weights, l2 = {L2} on standardised features, medians of the runs in one "
             "process, BLAS threads as `fit_head` sets them (one for C ≤ 32). Relative gap = (objective − "
             "reference) / reference, the reference being float64 L-BFGS to ftol 1e-12 from the best solution "
             "found (a gap within ±1e-8 is float rounding).",

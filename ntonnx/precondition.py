@@ -17,7 +17,8 @@ of the plain problem; only the path changes.
 When the embeddings are nearly uncorrelated, or the classes are separated so that the curvature
 sits on a few samples, ``G`` estimated from a subsample is mostly noise and the change of variables
 costs more than it saves. The Ledoit-Wolf shrinkage weight of ``G`` towards a scaled identity
-measures exactly that (near 1: noise; near 0: structure), so it is the gate.
+measures exactly that (near 1: noise; near 0: structure), so it is the gate, together with a
+minimum number of rows per column (with fewer, most directions carry no data curvature at all).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ import numpy as np
 SAMPLE_ROWS = 1024
 #: Above this Ledoit-Wolf shrinkage weight the Gram estimate is mostly noise: solve unpreconditioned.
 GATE_SHRINKAGE = 0.5
+#: Below this many rows per weight column the gate also declines: on real EfficientNet embeddings
+#: with about as many rows as columns (1,000-1,200 x 1,280) the change of variables took 1.2-1.3x
+#: the iterations (its ridge split over-damps the many directions without data); it won from 12
+#: rows per column up (real 64-d embeddings, synthetic 512- and 2048-d). Between, untested.
+GATE_ROWS_PER_COLUMN = 4
 #: Damping floor relative to the mean eigenvalue of each factor (keeps Cholesky defined when l2 = 0).
 _DAMPING_FLOOR = 1e-6
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntonnx.metrics import predict
-from ntonnx.precondition import GATE_SHRINKAGE, KroneckerMap, curvature_factors, kronecker_map, sample_rows
+from ntonnx.precondition import (
+    GATE_ROWS_PER_COLUMN,
+    GATE_SHRINKAGE,
+    KroneckerMap,
+    curvature_factors,
+    kronecker_map,
+    sample_rows,
+)
 
 logger = logging.getLogger("ntonnx")
 
@@ -297,8 +304,11 @@ def _curvature_map(
     """The Kronecker curvature change of variables at ``theta0`` from a seeded row subsample, or None.
 
     None when the warm start leaves no curvature, when the factors cannot be factored, or (with
-    ``gate``) when the Gram estimate is mostly noise (see :mod:`ntonnx.precondition`).
+    ``gate``) when there are few rows per column or the Gram estimate is mostly noise (see
+    :mod:`ntonnx.precondition`).
     """
+    if gate and len(X) < GATE_ROWS_PER_COLUMN * theta0.shape[1]:
+        return None
     rows = sample_rows(len(X))
     z = (X[rows][:, kept].astype(np.float64) - mu) / sd
     if fit_intercept:

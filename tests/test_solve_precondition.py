@@ -78,6 +78,8 @@ def test_gate_preconditions_correlated_embeddings_only():
     Xi, yi = iid(3000, 256, 2, seed=8)
     assert fit_head(Xc, yc, n_logits=2, sample_weight=class_balanced_weights(yc)).preconditioned
     assert not fit_head(Xi, yi, n_logits=2, sample_weight=class_balanced_weights(yi)).preconditioned
+    few = slice(0, 600)  # fewer than 4 rows per column: declined whatever the correlation
+    assert not fit_head(Xc[few], yc[few], n_logits=2, sample_weight=class_balanced_weights(yc[few])).preconditioned
 
 
 def test_kronecker_gradient_map_is_the_adjoint_of_the_weight_map():

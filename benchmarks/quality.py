@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ntonnx  # noqa: E402
-from ntonnx.runtime import file_digest  # noqa: E402
+from ntonnx.files import sha256_file  # noqa: E402
 from sample_models.cases import CASES, DEFAULT_CACHE, ensure  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -66,12 +66,12 @@ VARIANTS = (
 def activations_of(case: Path, split: str) -> ntonnx.Activations:
     """Embeddings of one split, extracted once and kept next to the case (keyed by the model)."""
     path = case / f"activations_{split}.npz"
-    digest = file_digest(case / "model.onnx")
+    digest = sha256_file(case / "model.onnx")
     if path.exists():
         acts = ntonnx.Activations.load(path)
         if acts.model_digest == digest:
             return acts
-    acts = ntonnx.extract(case / "model.onnx", case / f"{split}.npz", batch_size=64)
+    acts = ntonnx.extract(case / "model.onnx", case / f"{split}.npz")
     acts.save(path)
     return acts
 

@@ -2,7 +2,7 @@
 
 Every row solves the same problem: class-balanced, L2-regularised (``l2`` on standardised
 features) multinomial logistic regression, started from an "original head", exactly what
-``ntonnx tune`` asks of :func:`ntonnx.solve.fit_head`. Each solution is scored by one float64
+``ntonnx tune`` asks of :func:`ntonnx.method.solve.fit_head`. Each solution is scored by one float64
 evaluator of that objective, and its relative gap to a reference is reported: the reference is
 ``fit_head`` with float64 products (L-BFGS ftol 1e-12), started from the best solution any
 method found, so it is at least as good as every row.
@@ -49,8 +49,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ntonnx import solve as solve_module  # noqa: E402
-from ntonnx.solve import _row_blocks, _weighted_moments, class_balanced_weights, fit_head  # noqa: E402
+from ntonnx.method import solve as solve_module  # noqa: E402
+from ntonnx.method.solve import _row_blocks, _weighted_moments, class_balanced_weights, fit_head  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 ACTS = Path("/work/cache/acts")

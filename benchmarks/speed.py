@@ -96,7 +96,7 @@ def measure_worker(report: str, args: list[str]) -> None:
         if args[0] == "bare":
             bare_loop(args[1], args[2], int(args[3]))
         else:
-            from cli.main import main as cli_main
+            from ntonnx_cli.main import main as cli_main
 
             cli_main(args[1:], standalone_mode=False)
     finally:
@@ -124,7 +124,7 @@ def solve_worker(n: int, d: int, c: int, max_iter: int, seed: int = 0) -> None:
     """Time ``fit_head`` on a synthetic problem; prints JSON."""
     import warnings
 
-    from ntonnx.solve import class_balanced_weights, fit_head
+    from ntonnx.method.solve import class_balanced_weights, fit_head
 
     rng = np.random.default_rng(seed)
     X = np.empty((n, d), dtype=np.float32)

@@ -112,14 +112,13 @@ def stage(name: str, model: Path, images: Path, n: int, batch_size: int, workers
     from PIL import Image  # noqa: F401
 
     import ntonnx
-    from ntonnx.api import _Session
-    from ntonnx.sources import open_dataset
 
-    options = ntonnx.DataOptions(image=ntonnx.ImagePreprocess.preset("imagenet"), workers=workers)
+    options = ntonnx.DataOptions(preset="imagenet", workers=workers)
+    run = ntonnx.RunOptions(provider="cpu", batch_size=batch_size)
     if name == "model":
         # The model's cost is the session plus onnxruntime's work memory, whose arena grows with
         # the runs: run it on the very batch sizes the extraction feeds, with synthetic pixels.
-        session = _Session.open(model, "cpu", None, None, None, batch_size, options)
+        session = ntonnx.Session(model, run=run, data_options=options)
         batch = np.ones((batch_size, 3, SIZE, SIZE), np.float32)  # the batch itself is not the model's
         baseline = _status("VmRSS")
         _reset_peak()
@@ -128,15 +127,15 @@ def stage(name: str, model: Path, images: Path, n: int, batch_size: int, workers
             runner.session.run(runner.output_names, {"image": batch[:size]})
         return {"model_bytes": _status("VmHWM") - baseline}
     if name == "decode":
-        session = _Session.open(model, "cpu", None, None, None, batch_size, options)
-        dataset = open_dataset(images, session.input_specs, session.head.n_classes, options)
+        session = ntonnx.Session(model, run=run, data_options=options)
+        dataset = session.open_data(images)
         start = time.perf_counter()
         count = sum(len(batch["image"]) for batch in dataset.batches(batch_size))
         return {"decode_s": time.perf_counter() - start, "n": count}
     baseline = _status("VmRSS")
     _reset_peak()
     start = time.perf_counter()
-    acts = ntonnx.extract(model, images, data_options=options, batch_size=batch_size, provider="cpu")
+    acts = ntonnx.extract(model, images, data_options=options, run=run)
     elapsed = time.perf_counter() - start
     return {
         "extract_s": elapsed,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntonnx import fit_head, select_spurious, spuriousness_scores
-from ntonnx.metrics import compute_metrics, predict
+from ntonnx.method.metrics import compute_metrics, predict
 
 #: (rule, threshold in units of the mean per-neuron standard deviation of the identification set)
 SELECTIONS = (("all", 0.0), ("any", 0.0), ("any", 0.25), ("any", 1.0))

@@ -6,8 +6,8 @@ JSON output is the library's ``to_dict()`` as it is; this module only formats fo
 from __future__ import annotations
 
 from ntonnx.api import ModelInfo
-from ntonnx.heads.pooling import Pooling
-from ntonnx.metrics import Metrics
+from ntonnx.graph.heads.pooling import Pooling
+from ntonnx.method.metrics import Metrics
 
 
 def table(rows: list[list[str]]) -> str:
@@ -60,7 +60,8 @@ def model_summary(info: ModelInfo) -> str:
         f"bias {repr(head.bias.tensor) if head.bias else 'none'}; dtype {head.dtype})",
         f"embedding {head.embedding} (width {head.dim}{pooled})",
         f"classes   {head.n_classes}{' (single logit, binary)' if head.n_classes == 1 else ''}",
-        f"post-op   {' -> '.join(head.post_ops) or 'none'} -> output '{head.output}'",
+        f"post-op   {' -> '.join([*(f'{op} (in the head node)' for op in head.inner_post_ops), *head.post_ops])}"
+        f"{'' if head.inner_post_ops or head.post_ops else 'none'} -> output '{head.output}'",
     ]
     return "\n".join(lines)
 

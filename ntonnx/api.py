@@ -1,18 +1,17 @@
 """The public entry points: inspect, extract, evaluate and tune an ONNX classifier.
 
-Each function takes file paths (or already loaded objects), runs the one-way pipeline
-load -> locate head -> extract -> identify -> solve -> rewrite -> verify, and returns a result
-dataclass with a ``to_dict()`` for JSON. The CLI is a thin layer over these.
+``inspect_model`` only reads the graph; ``extract`` runs the model over data and returns (or
+saves) its activations; ``evaluate`` measures it; ``tune`` runs the whole pipeline
+load -> locate head -> extract -> identify -> re-fit -> rewrite -> verify. Each is a few named
+steps over a :class:`~ntonnx.session.Session` and returns a result dataclass with a ``to_dict()``
+for JSON. The CLI is a thin layer over these.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 import time
-import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,35 +19,26 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ntonnx import __version__
-from ntonnx.data import Dataset, HeldOutData, InputSpec
-from ntonnx.errors import DataError, ModelError, UsageError
-from ntonnx.heads import HeadSpec, locate_head, read_head
-from ntonnx.methods import TuneOptions, identify_spurious, refit_head
-from ntonnx.metrics import Metrics, compute_metrics, predict
-from ntonnx.model_io import LoadedModel, check_output_path, load_model, save_model_atomic
-from ntonnx.rewrite import Verification, tuned_model, verify_written
-from ntonnx.runtime import (
-    Activations,
-    ModelRunner,
-    extract_activations,
-    file_digest,
-    is_activations,
-    resolve_providers,
-)
-from ntonnx.selection import SelectedFit
-from ntonnx.sources import DataOptions, open_dataset, source_digest
-from ntonnx.splits import stratified_split
+from ntonnx._version import __version__
+from ntonnx.activations import Activations, n_label_classes
+from ntonnx.data import ArrayDataset, DataOptions, Dataset
+from ntonnx.errors import ModelError, UsageError
+from ntonnx.files import BackgroundDigest, check_output_path
+from ntonnx.graph.heads import HeadSpec, locate_head, locate_head_or_scores, read_head
+from ntonnx.graph.model_io import load_model
+from ntonnx.graph.options import HeadQuery, RunOptions
+from ntonnx.graph.verify import Verification
+from ntonnx.method.base import FitInputs
+from ntonnx.method.metrics import Metrics, compute_metrics, predict
+from ntonnx.method.neurons import NeuronScores, identify
+from ntonnx.method.options import TuneOptions
+from ntonnx.method.registry import check_tuning_data, get_method
+from ntonnx.method.splits import stratified_split
+from ntonnx.session import PathLike, ProgressFactory, Session
 
-logger = logging.getLogger("ntonnx")
-
-PathLike = str | os.PathLike
-#: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :mod:`ntonnx.sources`
+#: What ``data``/``tune_data``/``eval_data`` accept: a path (any format :func:`ntonnx.data.open_dataset`
 #: reads) or an opened data set.
 DataLike = PathLike | Dataset
-#: ``progress(description, total)`` returns a callback taking the number of samples just done.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-_VERIFY_SAMPLES = 64
 
 
 @dataclass
@@ -79,7 +69,11 @@ class ModelInfo:
 
 @dataclass
 class EvaluationResult:
-    """Accuracies of a model on a labelled data set."""
+    """Accuracies of a model on a labelled data set.
+
+    ``classes`` and ``groups`` map the names given in the data to indices, when labels or
+    groups were given as names.
+    """
 
     model: str
     data: str
@@ -87,6 +81,7 @@ class EvaluationResult:
     head: HeadSpec
     metrics: Metrics
     classes: dict[str, int] | None = None
+    groups: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -95,16 +90,22 @@ class EvaluationResult:
             "provider": self.provider,
             "head": self.head.to_dict(),
             "classes": self.classes,
+            "groups": self.groups,
             "metrics": self.metrics.to_dict(),
         }
 
 
 @dataclass
 class TuneResult:
-    """Everything a ``tune`` run did, measured and wrote; ``to_dict()`` is the JSON report."""
+    """Everything a ``tune`` run did, measured and wrote; ``to_dict()`` is the JSON report.
+
+    ``out`` is the path of the tuned model; ``files`` every file written (the model and its
+    external data). ``selected`` and ``method_details`` say what a method that chooses among
+    candidates (``auto``) chose and why.
+    """
 
     model: str
-    output: str
+    out: str
     files: list[str]
     options: TuneOptions
     head: HeadSpec
@@ -120,14 +121,15 @@ class TuneResult:
     verification: Verification
     timings: dict[str, float] = field(default_factory=dict)
     classes: dict[str, int] | None = None
-    #: the re-fit ``--method auto`` chose (see :mod:`ntonnx.selection`)
+    groups: dict[str, int] | None = None
     selected: str | None = None
+    method_details: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "ntonnx_version": __version__,
             "model": self.model,
-            "output": self.output,
+            "out": self.out,
             "files": self.files,
             "options": self.options.to_dict(),
             "head": self.head.to_dict(),
@@ -139,28 +141,27 @@ class TuneResult:
             "unscored_classes": self.unscored_classes,
             "evaluated_on": self.evaluated_on,
             "classes": self.classes,
+            "groups": self.groups,
             "before": self.before.to_dict(),
             "after": self.after.to_dict(),
             "converged": self.converged,
             "selected": self.selected,
+            "method_details": self.method_details,
             "verification": self.verification.to_dict(),
             "timings_s": self.timings,
         }
 
 
-def inspect_model(
-    model: PathLike, *, output: str | None = None, head_node: str | None = None, embedding: str | None = None
-) -> ModelInfo:
+def inspect_model(model: PathLike, *, head: HeadQuery | None = None) -> ModelInfo:
     """Describe ``model``'s inputs, outputs and head; never runs it.
 
     A graph without a recognisable head is described all the same (``head`` None, ``head_error``
-    saying why); a bad option (``head_node`` naming no node, ...) raises :class:`UsageError`.
+    saying why); a bad option (``head.head_node`` naming no node, ...) raises :class:`UsageError`.
     """
-    loaded = load_model(model)
-    proto = loaded.proto
-    head, error = None, None
+    proto = load_model(model).proto
+    spec, error = None, None
     try:
-        head = locate_head(proto, output=output, head_node=head_node, embedding=embedding)
+        spec = locate_head(proto, **asdict(head or HeadQuery()))
     except ModelError as exc:
         error = str(exc)
     initializers = {t.name for t in proto.graph.initializer}
@@ -171,7 +172,7 @@ def inspect_model(
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         inputs=[_tensor_info(v) for v in proto.graph.input if v.name not in initializers],
         outputs=[_tensor_info(v) for v in proto.graph.output],
-        head=head,
+        head=spec,
         head_error=error,
     )
 
@@ -180,28 +181,24 @@ def extract(
     model: PathLike,
     data: DataLike,
     *,
+    head: HeadQuery | None = None,
+    run: RunOptions | None = None,
     data_options: DataOptions | None = None,
-    batch_size: int = 64,
-    provider: str | None = None,
-    output: str | None = None,
-    head_node: str | None = None,
-    embedding: str | None = None,
     progress: ProgressFactory | None = None,
     save_to: PathLike | None = None,
+    force: bool = False,
 ) -> Activations:
     """Run ``model`` once over ``data``; return embeddings, logits, labels (and groups).
 
-    ``data`` is any source :func:`ntonnx.sources.open_dataset` reads (``data_options`` says
-    how), or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole.
-    ``save_to`` also writes the activations (atomically) for ``tune --activations``; it may not
-    name the model or the data file.
+    ``data`` is any source :func:`ntonnx.data.open_dataset` reads (``data_options`` says how),
+    or an opened :class:`~ntonnx.data.Dataset`; it is streamed, never held whole. ``save_to``
+    also writes the activations (atomically) for ``tune --activations``; it may not name the
+    model or the data file.
     """
     if save_to is not None:
-        inputs = [Path(model)] + ([Path(data)] if isinstance(data, str | os.PathLike) else [])
-        if any(Path(save_to).resolve() == p.resolve() for p in inputs if p.exists()):
-            raise UsageError(f"-o '{save_to}' is an input file; choose another path")
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
-    acts = session.activations(session.source(data), progress)
+        check_output_path(save_to, option="-o", inputs=_paths(model, data), force=True)
+    session = Session(model, head=head, run=run, data_options=data_options)
+    acts = session.activations(session.open_data(data), progress)
     if save_to is not None:
         acts.save(save_to)
     return acts
@@ -211,311 +208,167 @@ def evaluate(
     model: PathLike,
     data: DataLike,
     *,
+    head: HeadQuery | None = None,
+    run: RunOptions | None = None,
     data_options: DataOptions | None = None,
-    batch_size: int = 64,
-    provider: str | None = None,
-    output: str | None = None,
-    head_node: str | None = None,
-    embedding: str | None = None,
     progress: ProgressFactory | None = None,
 ) -> EvaluationResult:
-    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``."""
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
-    acts = session.activations(session.source(data), progress)
+    """Accuracy, per-class and (with groups) per-group accuracy of ``model`` on ``data``.
+
+    Needs no head: without one, the chosen output's scores are evaluated (:mod:`ntonnx.graph.heads.scores`).
+    """
+    session = Session(model, head=head, run=run, data_options=data_options, locate=locate_head_or_scores)
+    source = session.open_data(data)
+    acts = session.activations(source, progress)
     return EvaluationResult(
         model=str(model),
         data=_describe(data),
         provider=acts.provider,
         head=session.head,
         metrics=compute_metrics(predict(acts.logits), acts.labels, acts.groups),
-        classes=session.class_mapping,
+        classes=_names(source, "class_names"),
+        groups=_names(source, "group_names"),
     )
 
 
 def tune(
     model: PathLike,
-    output_path: PathLike,
+    out: PathLike,
     *,
     data: DataLike | None = None,
     activations: PathLike | Activations | None = None,
     tune_data: DataLike | Activations | None = None,
     eval_data: DataLike | Activations | None = None,
-    data_options: DataOptions | None = None,
     options: TuneOptions | None = None,
-    batch_size: int = 64,
-    provider: str | None = None,
-    output: str | None = None,
-    head_node: str | None = None,
-    embedding: str | None = None,
+    head: HeadQuery | None = None,
+    run: RunOptions | None = None,
+    data_options: DataOptions | None = None,
     force: bool = False,
     progress: ProgressFactory | None = None,
 ) -> TuneResult:
-    """Re-solve ``model``'s head and write the result to ``output_path``.
+    """Re-solve ``model``'s head and write the tuned model to ``out``.
 
     Parameters
     ----------
-    data : labelled held-out data (any format :func:`ntonnx.sources.open_dataset` reads, or a
+    data : labelled held-out data (any format :func:`ntonnx.data.open_dataset` reads, or a
         :class:`~ntonnx.data.Dataset`); the identification set, and also the tuning set (split
         by class, seeded) when ``tune_data`` is not given.
     activations : embeddings saved by :func:`extract`, instead of ``data``.
     tune_data : a separate tuning set (data or activations file).
     eval_data : data for the before/after table (default: the held-out data itself).
-    data_options : how to read data that is not model-ready arrays (format, columns, image
-        preprocessing, tokenizer); applies to ``data``, ``tune_data`` and ``eval_data``, and
-        class names map to the same indices in all three.
     options : the method and its settings (default: the paper's NeuronTune).
-    force : replace ``output_path`` if it exists (never the input model).
+    head, run : which head, and how the model runs.
+    data_options : how to read data that is not model-ready arrays; applies to ``data``,
+        ``tune_data`` and ``eval_data``, and class names map to the same indices in all three.
+    force : replace ``out`` if it exists (never an input file).
     """
     options = options or TuneOptions()
+    method = get_method(options.method)
+    method.check(options)
     if (data is None) == (activations is None):
         raise UsageError("give exactly one of --data or --activations")
+    heldout_given = data if data is not None else activations
+    session = Session(model, head=head, run=run, data_options=data_options)
+    out = check_output_path(out, option="--out", inputs=_paths(model, heldout_given, tune_data, eval_data), force=force)
+    digests = {str(p): BackgroundDigest(p) for p in _paths(heldout_given, tune_data, eval_data)}
+    sources = _open_sources(session, heldout_given, tune_data, eval_data)
+    tuning_source, tuning_given = (
+        (sources.tuning, tune_data) if sources.tuning is not None else (sources.heldout, heldout_given)
+    )
+    check_tuning_data(
+        method, tuning_source.labels, tuning_source.groups, session.head.n_classes, _describe(tuning_given)
+    )
     timings: dict[str, float] = {}
-    session = _Session.open(model, provider, output, head_node, embedding, batch_size, data_options)
-    session.record_digests = True
-    output_path = check_output_path(output_path, model, force)
-    heldout_source = session.source(data if data is not None else activations)
-    tuning_source = session.source(tune_data) if tune_data is not None else None
-    evaluation_source = session.source(eval_data) if eval_data is not None else None
-    if options.method == "dfr":
-        _require_groups(tuning_source or heldout_source, tune_data if tune_data is not None else data)
-    if options.method != "erm":
-        _require_every_class(
-            tuning_source or heldout_source,
-            tune_data if tune_data is not None else (data if data is not None else activations),
-            max(session.head.n_classes, 2),
-        )
-    split = None if tuning_source is not None else stratified_split(heldout_source.labels, options.split, options.seed)
-    # Extracted with the identification samples first, the two parts of a split are views, not copies.
-    order = np.concatenate(split) if split is not None and isinstance(heldout_source, Dataset) else None
-    verify_sample = session.verification_sample(heldout_source if isinstance(heldout_source, Dataset) else None)
     with _timed(timings, "extraction"):
-        heldout = session.activations(heldout_source, progress, order)
-        tuning = session.activations(tuning_source, progress) if tuning_source is not None else None
-        evaluation = session.activations(evaluation_source, progress) if evaluation_source is not None else None
-    # Only activations are needed from here on: a data set read whole (an .npz) is freed before the solve.
-    del heldout_source, tuning_source, evaluation_source
-    if split is None:
-        identification = heldout
-    elif order is not None:
-        cut = len(split[0])
-        identification, tuning = heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None))
-    else:
-        identification, tuning = heldout.subset(split[0]), heldout.subset(split[1])
+        heldout, identification, tuning, evaluation = _extract_roles(session, sources, options, progress)
     original = read_head(session.loaded.proto, session.head)
-    scores, suppressed = None, np.array([], dtype=np.int64)
     with _timed(timings, "identification"):
-        if options.needs_identification:
-            scores, suppressed = identify_spurious(identification, session.head.n_classes, options)
+        scores = _scores(identification, session.head.n_classes) if method.needs_identification else None
     with _timed(timings, "solve"):
-        fit = refit_head(
-            options,
-            tuning,
-            original,
-            suppressed=suppressed,
-            fit_intercept=session.head.has_bias,
-            identification=identification,
-            scores=scores,
-        )
-    selected = fit.candidate if isinstance(fit, SelectedFit) else None
-    W, b = (fit.W, fit.b) if fit is not None else original
+        refit = method.fit(FitInputs(tuning, identification, scores, original, session.head.has_bias, options))
+    suppressed = [int(i) for i in refit.suppressed]
     provenance = {
         "version": __version__,
         "method": options.method,
         "options": options.to_dict(),
-        "suppressed_neurons": [int(i) for i in suppressed],
-        **({"selected": selected} if selected else {}),
-        "data_sha256": session.digests,
+        "suppressed_neurons": suppressed,
+        **({"selected": refit.selected} if refit.selected else {}),
+        "data_sha256": {path: digest.result() for path, digest in digests.items()},
     }
     with _timed(timings, "rewrite"):
-        files, verification = session.write(output_path, W, b, provenance, verify_sample)
+        written = session.write(out, refit.W, refit.b, provenance, sources.verification_sample)
     evaluated = evaluation or heldout
     return TuneResult(
         model=str(model),
-        output=str(output_path),
-        files=[str(f) for f in files],
+        out=str(out),
+        files=[str(f) for f in written.files],
         options=options,
         head=session.head,
         provider=heldout.provider,
-        n_identification=len(identification) if options.needs_identification else 0,
+        n_identification=len(identification) if method.needs_identification else 0,
         n_tuning=len(tuning),
-        suppressed=[int(i) for i in suppressed],
+        suppressed=suppressed,
         unscored_classes=[] if scores is None else [int(c) for c in scores.unscored_classes],
-        evaluated_on=_describe(eval_data if eval_data is not None else (data if data is not None else activations)),
+        evaluated_on=_describe(eval_data if eval_data is not None else heldout_given),
         before=compute_metrics(predict(evaluated.logits), evaluated.labels, evaluated.groups),
-        after=compute_metrics(_predictions(evaluated.embeddings, W, b), evaluated.labels, evaluated.groups),
-        converged=None if fit is None else fit.converged,
-        verification=verification,
+        after=compute_metrics(_predictions(evaluated.embeddings, refit.W, refit.b), evaluated.labels, evaluated.groups),
+        converged=refit.converged,
+        verification=written.verification,
         timings=timings,
-        classes=session.class_mapping,
-        selected=selected,
+        classes=_names(sources.heldout, "class_names"),
+        groups=_names(sources.heldout, "group_names"),
+        selected=refit.selected,
+        method_details=refit.details,
     )
 
 
-class _Session:
-    """One model being worked on: loaded once, head located once, one onnxruntime session."""
+@dataclass
+class _Sources:
+    """The opened data of a ``tune`` run: held-out (both roles unless ``tuning``), tuning, evaluation."""
 
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        head: HeadSpec,
-        provider: str | None,
-        batch_size: int,
-        data_options: DataOptions | None = None,
-    ):
-        if batch_size < 1:
-            raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-        self.loaded = loaded
-        self.head = head
-        self.batch_size = batch_size
-        self._provider = provider
-        self._runner: ModelRunner | None = None
-        self.model_digest = file_digest(loaded.path)
-        #: Whether :meth:`source` hashes data files for :attr:`digests` (only ``tune`` records them).
-        self.record_digests = False
-        self._digests: dict[str, _Digest] = {}
-        self.data_options = data_options or DataOptions()
-        self.class_names: list[str] | None = None
-
-    @classmethod
-    def open(cls, model, provider, output, head_node, embedding, batch_size, data_options=None) -> _Session:
-        loaded = load_model(model)
-        head = locate_head(loaded.proto, output=output, head_node=head_node, embedding=embedding)
-        return cls(loaded, head, provider, batch_size, data_options)
-
-    @property
-    def runner(self) -> ModelRunner:
-        """The onnxruntime session, created on first use (tuning from activations needs none)."""
-        if self._runner is None:
-            providers = resolve_providers(self._provider)
-            self._runner = ModelRunner(
-                self.loaded.proto, [self.head.embedding, self.head.logits], providers, str(self.loaded.path)
-            )
-        return self._runner
-
-    @property
-    def digests(self) -> dict[str, str]:
-        """sha256 of every data file opened, waiting for any still being computed."""
-        return {path: digest.result() for path, digest in self._digests.items()}
-
-    @property
-    def input_specs(self) -> list[InputSpec]:
-        return self.runner.inputs
-
-    @property
-    def class_mapping(self) -> dict[str, int] | None:
-        """Class name -> index, when labels were given as names (for the report)."""
-        return None if self.class_names is None else {name: i for i, name in enumerate(self.class_names)}
-
-    def source(self, source) -> Dataset | Activations:
-        """Open ``source``: a data set (labels read, inputs streamed later) or saved activations.
-
-        The first data set whose labels are class names fixes the name -> index mapping; the
-        later ones map through it, so every set agrees on what index 2 means.
-        """
-        if isinstance(source, Activations):
-            return self._checked(source, "activations")
-        if isinstance(source, Dataset):
-            dataset = source
-        elif _is_activations_file(source, self.data_options):
-            self._record_digest(source)
-            return self._checked(Activations.load(source), str(source))
-        else:
-            options = self.data_options
-            if self.class_names is not None and options.classes is None:
-                options = options.with_classes(self.class_names)
-            self._record_digest(source)
-            dataset = open_dataset(source, self.input_specs, self.head.n_classes, options)
-        if dataset.class_names is not None and self.class_names is None:
-            self.class_names = list(dataset.class_names)
-        return dataset
-
-    def _record_digest(self, path: PathLike) -> None:
-        """Start hashing a data file in the background, so that it overlaps reading and extraction."""
-        if self.record_digests and str(path) not in self._digests:
-            self._digests[str(path)] = _Digest(path)
-
-    def activations(
-        self, source: Dataset | Activations, progress: ProgressFactory | None, order: np.ndarray | None = None
-    ) -> Activations:
-        """Activations of an opened ``source``: run the model over a data set, or pass them on.
-
-        ``order`` (data sets only) puts sample ``order[j]`` in row ``j``.
-        """
-        if isinstance(source, Activations):
-            return source
-        update = progress(f"extract {Path(source.source).name}", len(source)) if progress else None
-        return extract_activations(
-            self.runner,
-            self.head,
-            source,
-            model_digest=self.model_digest,
-            batch_size=self.batch_size,
-            progress=update,
-            order=order,
-        )
-
-    def _checked(self, acts: Activations, source: str) -> Activations:
-        if acts.embeddings.shape[1] != self.head.dim:
-            raise DataError(
-                f"activations '{source}' have {acts.embeddings.shape[1]} embedding dims, the head takes {self.head.dim}"
-            )
-        if acts.model_digest != self.model_digest:
-            logger.warning("activations '%s' were extracted from a different model file", source)
-        return acts
-
-    def verification_sample(self, data: Dataset | None) -> HeldOutData:
-        """Real inputs when we have them (the first samples), else a synthetic batch like the model's inputs."""
-        if data is not None:
-            return data.head(_VERIFY_SAMPLES)
-        return synthetic_sample(self.input_specs, n=8)
-
-    def write(self, output_path: Path, W, b, provenance, sample: HeldOutData) -> tuple[list[Path], Verification]:
-        """Write the tuned model atomically, verifying it before it reaches ``output_path``."""
-        model = tuned_model(self.loaded.proto, self.head, W, b, provenance)
-        outcome: list[Verification] = []
-
-        def check(path: Path) -> None:
-            outcome.append(
-                verify_written(
-                    path, self.head, W, b, sample, resolve_providers(self._provider), original=self.loaded.proto
-                )
-            )
-
-        files = save_model_atomic(
-            model,
-            output_path,
-            external_data=bool(self.loaded.external_files),
-            protected=self.loaded.protected_paths,
-            check=check,
-        )
-        return files, outcome[0]
+    heldout: Dataset | Activations
+    tuning: Dataset | Activations | None
+    evaluation: Dataset | Activations | None
+    verification_sample: ArrayDataset
 
 
-class _Digest:
-    """The sha256 of a data file, computed on a daemon thread (hashlib and file reads release the GIL).
+def _open_sources(session: Session, heldout_given, tune_data, eval_data) -> _Sources:
+    """Open every data set of a run; the held-out set's class names fix the mapping for the others."""
+    heldout = session.open_data(heldout_given)
+    classes = getattr(heldout, "class_names", None)
+    tuning = session.open_data(tune_data, classes=classes) if tune_data is not None else None
+    evaluation = session.open_data(eval_data, classes=classes) if eval_data is not None else None
+    sample = session.verification_sample(heldout if isinstance(heldout, Dataset) else None)
+    return _Sources(heldout, tuning, evaluation, sample)
 
-    Hashing a 2 GB file takes over a second; started when the file is opened, it runs while the
-    data are read and the model runs, and only ``tune``'s provenance waits for it.
+
+def _extract_roles(
+    session: Session, sources: _Sources, options: TuneOptions, progress: ProgressFactory | None
+) -> tuple[Activations, Activations, Activations, Activations | None]:
+    """Held-out, identification, tuning and evaluation activations.
+
+    With one data set, a seeded class-stratified split gives both roles; extracted with the
+    identification samples first, the two parts are views of one array, not copies.
     """
+    split = None
+    if sources.tuning is None:
+        split = stratified_split(sources.heldout.labels, options.split, options.seed)
+    in_order = split is not None and isinstance(sources.heldout, Dataset)
+    heldout = session.activations(sources.heldout, progress, np.concatenate(split) if in_order else None)
+    tuning = session.activations(sources.tuning, progress) if sources.tuning is not None else None
+    evaluation = session.activations(sources.evaluation, progress) if sources.evaluation is not None else None
+    if split is None:
+        return heldout, heldout, tuning, evaluation
+    if in_order:
+        cut = len(split[0])
+        return heldout, heldout.subset(slice(0, cut)), heldout.subset(slice(cut, None)), evaluation
+    return heldout, heldout.subset(split[0]), heldout.subset(split[1]), evaluation
 
-    def __init__(self, path: PathLike):
-        self.path = path
-        self._value: str | None = None
-        self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._run, name="ntonnx-digest", daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        try:
-            self._value = source_digest(self.path)
-        except OSError as exc:
-            self._error = exc
-
-    def result(self) -> str:
-        self._thread.join()
-        if self._error is not None:
-            raise DataError(f"data '{self.path}' could not be read for its sha256 ({self._error})")
-        return self._value
+def _scores(identification: Activations, n_logits: int) -> NeuronScores:
+    """NeuronTune's scores from the original model's own mistakes on the identification set."""
+    predictions = predict(identification.logits)
+    return identify(identification.embeddings, identification.labels, predictions, n_label_classes(n_logits))
 
 
 def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int = 4096) -> np.ndarray:
@@ -524,50 +377,15 @@ def _predictions(embeddings: np.ndarray, W: np.ndarray, b: np.ndarray, rows: int
     return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
-def synthetic_sample(specs: list[InputSpec], n: int) -> HeldOutData:
-    """A seeded batch of standard-normal floats (zeros for integer inputs) matching ``specs``."""
-    rng = np.random.default_rng(0)
-    inputs = {}
-    for spec in specs:
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        if shape and not isinstance(spec.shape[0], int):
-            shape[0] = n
-        if spec.dtype.kind == "f":
-            inputs[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        else:
-            inputs[spec.name] = np.zeros(shape, dtype=spec.dtype)
-    count = len(next(iter(inputs.values())))
-    return HeldOutData(inputs=inputs, labels=np.zeros(count, dtype=np.int64), groups=None, source="synthetic")
+def _paths(*given) -> list[Path]:
+    """The file paths among ``given`` (data may also be opened objects, or absent)."""
+    return [Path(g) for g in given if isinstance(g, str | os.PathLike)]
 
 
-def _require_groups(source: Dataset | Activations, given) -> None:
-    if source.groups is None:
-        where = (
-            "group column" if isinstance(source, Dataset) and not isinstance(source, HeldOutData) else "'groups' array"
-        )
-        raise UsageError(f"--method dfr needs group labels: data '{_describe(given)}' has no {where}")
-
-
-def _require_every_class(source: Dataset | Activations, given, n_classes: int) -> None:
-    """Fail before the model runs if the data the head is re-fit on lacks a class."""
-    missing = np.setdiff1d(np.arange(n_classes), source.labels)
-    if missing.size:
-        raise DataError(
-            f"data '{_describe(given)}' has no samples of class(es) {missing.tolist()}; re-fitting the head "
-            "needs samples of every class the model predicts"
-        )
-
-
-def _is_activations_file(path: PathLike, options: DataOptions) -> bool:
-    """True for an ``.npz`` written by :meth:`Activations.save` (only its member names are read)."""
-    path = Path(path)
-    if options.format not in (None, "npz") or path.suffix.lower() != ".npz" or not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return is_activations(archive)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, AttributeError, TypeError):
-        return False  # not an archive of named arrays: the data reader says what is wrong with it
+def _names(source, attribute: str) -> dict[str, int] | None:
+    """Name -> index of a data set's classes or groups, when they were given as names."""
+    names = getattr(source, attribute, None)
+    return None if names is None else {name: i for i, name in enumerate(names)}
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import pytest
 from builders import tiny_classifier, tiny_data
 
 import ntonnx
-from ntonnx.splits import stratified_split
+from ntonnx.method.splits import stratified_split
 
 
 @pytest.mark.parametrize("batch", [1, 4])
@@ -18,7 +18,7 @@ def test_fixed_batch_models_are_fed_at_their_size(tmp_path, batch):
     onnx.save(model, path)
     data = tiny_data(params, n=10)  # 10 is not a multiple of 4: the last batch is padded
     np.savez(tmp_path / "d.npz", **data)
-    acts = ntonnx.extract(path, tmp_path / "d.npz", batch_size=64)
+    acts = ntonnx.extract(path, tmp_path / "d.npz", run=ntonnx.RunOptions(batch_size=64))
     expected = np.maximum(data["x"] @ params["A"], 0)
     np.testing.assert_allclose(acts.embeddings, expected, rtol=1e-5, atol=1e-6)
     assert acts.logits.shape == (10, 3)

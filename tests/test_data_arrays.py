@@ -8,8 +8,8 @@ from builders import tiny_classifier, tiny_data
 
 import ntonnx
 from ntonnx import DataError, DataOptions
-from ntonnx.data import InputSpec
-from ntonnx.sources import open_dataset
+from ntonnx.data.dataset import InputSpec
+from ntonnx.data.open import open_dataset
 
 
 @pytest.fixture
@@ -37,8 +37,8 @@ def test_npy_folder_is_memory_mapped_and_matches_npz(tmp_path, model):
     spec = [InputSpec("x", np.dtype(np.float32), ("N", 6))]
     dataset = open_dataset(folder, spec, 3)
     assert isinstance(dataset.inputs["x"], np.memmap)  # nothing read yet
-    from_npz = ntonnx.extract(path, tmp_path / "data.npz", batch_size=32)
-    from_npy = ntonnx.extract(path, folder, batch_size=32)
+    from_npz = ntonnx.extract(path, tmp_path / "data.npz", run=ntonnx.RunOptions(batch_size=32))
+    from_npy = ntonnx.extract(path, folder, run=ntonnx.RunOptions(batch_size=32))
     np.testing.assert_array_equal(from_npy.embeddings, from_npz.embeddings)
     np.testing.assert_array_equal(from_npy.groups, arrays["groups"])
     assert (
@@ -57,7 +57,7 @@ def test_nan_named_by_sample(tmp_path, model, form):
     else:
         data = write_npy_folder(tmp_path / "arrays", arrays)
     with pytest.raises(DataError, match=r"array 'x': sample 71 contains NaN or Inf"):
-        ntonnx.extract(path, data, batch_size=16)
+        ntonnx.extract(path, data, run=ntonnx.RunOptions(batch_size=16))
 
 
 def test_npy_folder_errors(tmp_path, model):

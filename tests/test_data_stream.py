@@ -11,11 +11,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from data_builders import passthrough_classifier, save
+from ntonnx_cli.main import main
 
 import ntonnx
-from cli.main import main
 from ntonnx import DataOptions, MissingDependencyError
-from ntonnx.data import prefetched
+from ntonnx.data.dataset import prefetched
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -70,8 +70,8 @@ def test_image_stream_keeps_no_batch_the_caller_let_go(tmp_path):
 
     images = write_images(tmp_path / "images", per_class=3)
     model = save(passthrough_classifier([("x", np.float32, ["N", 3, 10, 10])], n_classes=2), tmp_path / "m.onnx")
-    from ntonnx.data import InputSpec
-    from ntonnx.sources import open_dataset
+    from ntonnx.data.dataset import InputSpec
+    from ntonnx.data.open import open_dataset
 
     dataset = open_dataset(images, [InputSpec("x", np.dtype(np.float32), ("N", 3, 10, 10))], 2)
     refs, alive_while_converting = [], []

@@ -17,9 +17,8 @@ import pytest
 from builders import tiny_classifier, tiny_data
 from click.testing import CliRunner
 from conftest import sha256
+from ntonnx_cli.main import main
 from onnx import TensorProto, helper, numpy_helper
-
-from cli.main import main
 
 USAGE, MODEL, DATA = 2, 3, 4
 
@@ -212,3 +211,49 @@ def test_wrong_data_format(tmp_path):
     code, line = run("evaluate", path, "--data", tmp_path / "notes.txt")
     assert code in (USAGE, DATA)
     assert "notes.txt" in line
+
+
+def _untyped_output(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its output declared by name only: onnxruntime runs it, onnx.checker refuses it."""
+    name = model.graph.output[0].name
+    del model.graph.output[:]
+    model.graph.output.append(onnx.ValueInfoProto(name=name))
+    return model
+
+
+def test_input_that_already_fails_the_checker_is_tuned(tmp_path):
+    """Exit 5 after the whole run before: only checker errors the rewrite introduces refuse the output."""
+    from builders import head_model
+
+    model, params = head_model(post_ops=("Softmax",))
+    path = _save(_untyped_output(model), tmp_path / "untyped.onnx")
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(str(path))
+    np.savez(tmp_path / "d.npz", **tiny_data(params))
+    before = sha256(path)
+    result = CliRunner().invoke(
+        main, ["tune", str(path), "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "o.onnx")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "fails onnx.checker as the input model does" in result.stderr
+    assert sha256(path) == before
+    assert onnx.load(str(tmp_path / "o.onnx")).graph.output[0] == onnx.ValueInfoProto(name="logits")
+
+
+def test_checker_errors_the_rewrite_introduces_are_refused(tmp_path):
+    from builders import head_model
+
+    from ntonnx.data.dataset import ArrayDataset
+    from ntonnx.errors import VerificationError
+    from ntonnx.graph.heads import locate_head
+    from ntonnx.graph.rewrite import tuned_model
+    from ntonnx.graph.verify import verify_written
+
+    model, params = head_model()
+    spec = locate_head(model)
+    written = _save(_untyped_output(tuned_model(model, spec, params["W"], params["b"], {})), tmp_path / "w.onnx")
+    sample = ArrayDataset(
+        inputs={"x": np.ones((2, 6), np.float32)}, labels=np.zeros(2, np.int64), groups=None, source="t"
+    )
+    with pytest.raises(VerificationError, match=r"written model fails onnx.checker: Field 'type'"):
+        verify_written(written, spec, params["W"], params["b"], sample, ["CPUExecutionProvider"], original=model)

@@ -24,11 +24,11 @@ import onnxruntime as ort
 import pytest
 
 import ntonnx
-from ntonnx.data import HeldOutData
-from ntonnx.heads import locate_head, read_head
-from ntonnx.metrics import predict
-from ntonnx.model_io import load_model
-from ntonnx.rewrite import tuned_model
+from ntonnx.data.dataset import ArrayDataset
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import load_model
+from ntonnx.graph.rewrite import tuned_model
+from ntonnx.method.metrics import predict
 from tests.test_heads import numpy_post_ops, relative_error
 
 
@@ -88,6 +88,31 @@ def skl_mlp(path: Path, n_classes: int, zipmap: bool) -> Path:
         warnings.simplefilter("ignore")
         model = MLPClassifier(hidden_layer_sizes=(8,), max_iter=200, random_state=0).fit(X, y)
     onx = to_onnx(model, X[:1], options={id(model): {"zipmap": zipmap}}, target_opset=17)
+    path.write_bytes(onx.SerializeToString())
+    return path
+
+
+def skl_linear(path: Path, estimator: str, n_classes: int, *, scaler: bool, zipmap: bool | None) -> Path:
+    """skl2onnx's export of a LogisticRegression or LinearSVC (after a StandardScaler in a Pipeline).
+
+    Both end in an ``ai.onnx.ml`` ``LinearClassifier`` whose weights are node attributes; LinearSVC
+    has no ZipMap option (``zipmap=None``).
+    """
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(160, 5)) * [1, 2, 3, 4, 5] + 1).astype(np.float32)
+    y = (X[:, 0] > 1).astype(int) + (n_classes > 2) * (X[:, 1] > 1.5)
+    classifier = LogisticRegression(max_iter=500) if estimator == "logreg" else LinearSVC(max_iter=5000)
+    model = make_pipeline(StandardScaler(), classifier) if scaler else classifier
+    model.fit(X, y)
+    # LinearSVC's default option named explicitly: skl2onnx otherwise gives it a Pipeline's zipmap option and fails
+    options = {id(classifier): {"zipmap": zipmap} if zipmap is not None else {"output_class_labels": False}}
+    onx = to_onnx(model, X[:1], options=options, target_opset={"": 17, "ai.onnx.ml": 3})
     path.write_bytes(onx.SerializeToString())
     return path
 
@@ -216,6 +241,11 @@ FIXTURES = [
     "skl_mlp_zipmap",
     "skl_mlp_nozipmap",
     "skl_mlp_binary",
+    "skl_logreg_binary_zipmap",
+    "skl_logreg_multi",
+    "skl_scaler_logreg_multi_zipmap",
+    "skl_linearsvc_binary",
+    "skl_scaler_linearsvc_multi",
     "tf2onnx_keras_dense",
     "paddle_constant_weights",
     "ort_dynamic_quant",
@@ -312,6 +342,41 @@ def exported(tmp_path_factory) -> dict[str, Fixture]:
             ["Sigmoid", "BinaryProba"],
             features(5, "X"),
         ),
+        "skl_logreg_binary_zipmap": Fixture(
+            skl_linear(root / "logreg_binary.onnx", "logreg", 2, scaler=False, zipmap=True),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["ZipMap"],
+            features(5, "X"),
+        ),
+        "skl_logreg_multi": Fixture(
+            skl_linear(root / "logreg.onnx", "logreg", 3, scaler=False, zipmap=False),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["NormalizeL1"],
+            features(5, "X"),
+        ),
+        "skl_scaler_logreg_multi_zipmap": Fixture(
+            skl_linear(root / "scaler_logreg.onnx", "logreg", 3, scaler=True, zipmap=True),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["NormalizeL1", "ZipMap"],
+            features(5, "X"),
+        ),
+        "skl_linearsvc_binary": Fixture(
+            skl_linear(root / "linearsvc_binary.onnx", "linearsvc", 2, scaler=False, zipmap=None),
+            "linear_classifier",
+            ["LinearClassifier"],
+            ["PositiveColumn"],
+            features(5, "X"),
+        ),
+        "skl_scaler_linearsvc_multi": Fixture(
+            skl_linear(root / "scaler_linearsvc.onnx", "linearsvc", 3, scaler=True, zipmap=None),
+            "linear_classifier",
+            ["LinearClassifier"],
+            [],
+            features(5, "X"),
+        ),
         "tf2onnx_keras_dense": Fixture(
             tf2onnx_dense(root / "keras.onnx"),
             "matmul_add",
@@ -360,20 +425,20 @@ def file_hashes(path: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.parent.glob(path.name + "*"))}
 
 
-def labelled(fixture: Fixture, output: str | None = None, n: int = 96, seed: int = 0) -> HeldOutData:
+def labelled(fixture: Fixture, output: str | None = None, n: int = 96, seed: int = 0) -> ArrayDataset:
     """Random inputs labelled by the model itself, with a third of the labels changed (mistakes)."""
     rng = np.random.default_rng(seed)
     inputs = fixture.inputs(rng, n)
-    unlabelled = HeldOutData(inputs=inputs, labels=np.zeros(n, np.int64), groups=None, source="random")
-    acts = ntonnx.extract(fixture.path, unlabelled, output=output or fixture.output)
+    unlabelled = ArrayDataset(inputs=inputs, labels=np.zeros(n, np.int64), groups=None, source="random")
+    acts = ntonnx.extract(fixture.path, unlabelled, head=ntonnx.HeadQuery(output=output or fixture.output))
     labels = predict(acts.logits)
     flip = rng.random(n) < 1 / 3
     labels[flip] = rng.integers(0, max(acts.logits.shape[1], 2), flip.sum())
-    return HeldOutData(inputs=inputs, labels=labels, groups=None, source="random")
+    return ArrayDataset(inputs=inputs, labels=labels, groups=None, source="random")
 
 
 def test_inspect_finds_the_head(fixture):
-    info = ntonnx.inspect_model(fixture.path, output=fixture.output)
+    info = ntonnx.inspect_model(fixture.path, head=ntonnx.HeadQuery(output=fixture.output))
     assert info.head_error is None
     assert (info.head.pattern, info.head.nodes, info.head.post_ops) == (
         fixture.pattern,
@@ -385,7 +450,7 @@ def test_inspect_finds_the_head(fixture):
 def test_tune_writes_a_verified_model_in_the_same_layout(fixture, tmp_path):
     before = file_hashes(fixture.path)
     out = tmp_path / "tuned.onnx"
-    result = ntonnx.tune(fixture.path, out, data=labelled(fixture), output=fixture.output)
+    result = ntonnx.tune(fixture.path, out, data=labelled(fixture), head=ntonnx.HeadQuery(output=fixture.output))
     assert file_hashes(fixture.path) == before  # input model and its data file untouched
     expected_files = [out, tmp_path / "tuned.onnx.data"] if fixture.external else [out]
     assert sorted(result.files) == sorted(map(str, expected_files))
@@ -430,11 +495,9 @@ def test_rewrite_round_trip_matches_numpy(fixture, tmp_path):
     output = got[spec.output]
     if "ZipMap" in spec.post_ops:
         output = np.array([[row[k] for k in sorted(row)] for row in output])
-    expected = numpy_post_ops(logits, spec.post_ops)
-    if "BinaryProba" in spec.post_ops:
-        expected = np.hstack([1 - expected, expected])
+    expected = numpy_post_ops(logits, [*spec.inner_post_ops, *spec.post_ops])
     if "QuantizeDequantize" in spec.post_ops:  # the output is rounded to (and clipped by) its calibrated grid
-        from ntonnx.graph import GraphIndex
+        from ntonnx.graph.index import GraphIndex
 
         index = GraphIndex(tuned)
         dequantize = index.producer(spec.output)
@@ -475,7 +538,9 @@ def test_the_other_head_can_be_chosen(exported, tmp_path):
     fixture = exported["torch_ts_two_heads"]
     with pytest.raises(ntonnx.ModelError, match="--output NAME"):
         ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture))
-    result = ntonnx.tune(fixture.path, tmp_path / "t.onnx", data=labelled(fixture, "aux"), output="aux")
+    result = ntonnx.tune(
+        fixture.path, tmp_path / "t.onnx", data=labelled(fixture, "aux"), head=ntonnx.HeadQuery(output="aux")
+    )
     assert result.head.nodes == ["/aux/Gemm"] and result.verification.identical_outputs == ["logits"]
 
 
@@ -488,3 +553,50 @@ def test_qdq_matmul_add_head_is_refused_with_the_reason(tmp_path):
     quantized = ort_qdq(tmp_path / "float.onnx", tmp_path / "qdq.onnx", features(6, "x"))
     with pytest.raises(ntonnx.ModelError, match=r"product of MatMul 'fc_matmul' is re-quantized.*--head-node"):
         locate_head(onnx.load(str(quantized)))
+
+
+LINEAR_CLASSIFIERS = [name for name in FIXTURES if name.startswith(("skl_logreg", "skl_scaler", "skl_linearsvc"))]
+
+
+@pytest.mark.parametrize("name", LINEAR_CLASSIFIERS)
+def test_linear_classifier_tuned_end_to_end(name, exported, tmp_path):
+    """``ntonnx tune`` on skl2onnx's LinearClassifier exports (exit 3 "no linear head" before), file reloaded.
+
+    The attributes are rewritten, post_transform/multi_class/class labels kept, and onnxruntime's
+    label and scores on the written file are those of the new head ``X' @ W.T + b`` (``X'`` the
+    classifier's input, after the Scaler in a pipeline).
+    """
+    from click.testing import CliRunner
+    from ntonnx_cli.main import main
+
+    from ntonnx.graph.index import GraphIndex
+
+    fixture = exported[name]
+    data = labelled(fixture, n=120)
+    np.savez(tmp_path / "d.npz", labels=data.labels, **data.inputs)
+    out = tmp_path / "tuned.onnx"
+    args = ["tune", fixture.path, "--data", tmp_path / "d.npz", "-o", out, "--method", "llr", "--json"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    written, original = onnx.load(str(out)), onnx.load(str(fixture.path))
+    spec = locate_head(written)
+    W, b = read_head(written, spec)
+    assert relative_error(W, read_head(original, spec)[0]) > 1e-3  # re-fit, not copied
+
+    def kept(model):
+        node = GraphIndex(model).producer(spec.logits)
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if "coef" not in a.name}
+
+    assert {k: v for k, v in kept(written).items() if k != "intercepts"} == {
+        k: v for k, v in kept(original).items() if k != "intercepts"
+    }
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = fixture.inputs(np.random.default_rng(5), 40)
+    label, scores = session.run(None, x)
+    features = run_with(written, x, [spec.embedding], tmp_path / "probe.onnx")[spec.embedding].astype(np.float64)
+    logits = features @ W.T + b
+    np.testing.assert_array_equal(label, predict(logits))
+    if "ZipMap" in spec.post_ops:
+        scores = np.array([[row[k] for k in sorted(row)] for row in scores])
+    expected = numpy_post_ops(logits, [*spec.inner_post_ops, *spec.post_ops])
+    assert relative_error(scores.reshape(expected.shape), expected) < 1e-5

@@ -13,12 +13,12 @@ import hashlib
 import numpy as np
 import onnx
 import pytest
+from builders import head_model, tiny_data
 from click.testing import CliRunner
 
 import ntonnx
-from ntonnx import model_io
-from ntonnx.data import HeldOutData
-from tests.builders import head_model, tiny_data
+from ntonnx.data.dataset import ArrayDataset
+from ntonnx.graph import model_io
 
 
 def save(model: onnx.ModelProto, path, location: str | None = None):
@@ -29,9 +29,9 @@ def save(model: onnx.ModelProto, path, location: str | None = None):
     return path
 
 
-def data_for(params, n=120) -> HeldOutData:
+def data_for(params, n=120) -> ArrayDataset:
     arrays = tiny_data(params, n=n)
-    return HeldOutData(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
+    return ArrayDataset(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
 
 
 def digests(folder) -> dict[str, str]:
@@ -72,7 +72,7 @@ def test_output_never_replaces_the_input_data_file(tmp_path):
         ntonnx.UsageError, match=r"--out '.*victim.onnx' would overwrite input file '.*victim.onnx.data'"
     ):
         ntonnx.tune(tmp_path / "model.onnx", tmp_path / "victim.onnx", data=data_for(params), force=True)
-    with pytest.raises(ntonnx.UsageError, match=r"--out '.*model.onnx' is the input model"):
+    with pytest.raises(ntonnx.UsageError, match=r"--out '.*model.onnx' is an input file"):
         ntonnx.tune(tmp_path / "model.onnx", tmp_path / "model.onnx", data=data_for(params), force=True)
     assert digests(tmp_path) == before
 
@@ -97,7 +97,7 @@ def test_models_past_the_protobuf_limit_go_through_files(tmp_path, monkeypatch):
         serialized.append(real(proto, workdir))
         return serialized[-1]
 
-    monkeypatch.setattr("ntonnx.runtime.serialize_for_runtime", spy)
+    monkeypatch.setattr("ntonnx.graph.runtime.serialize_for_runtime", spy)
     result = ntonnx.tune(tmp_path / "model.onnx", tmp_path / "tuned.onnx", data=data_for(params))
     assert serialized and all(isinstance(s, str) for s in serialized)  # paths, never one big byte string
     assert result.files == [str(tmp_path / "tuned.onnx"), str(tmp_path / "tuned.onnx.data")]
@@ -108,16 +108,16 @@ def test_fp16_model_keeps_fp16(tmp_path):
     model, params = head_model(dtype=np.float16)
     save(model, tmp_path / "model.onnx")
     arrays = tiny_data({k: v.astype(np.float16) for k, v in params.items()}, n=120)
-    data = HeldOutData(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
+    data = ArrayDataset(inputs={"x": arrays["x"]}, labels=arrays["labels"], groups=None, source="tiny")
     result = ntonnx.tune(tmp_path / "model.onnx", tmp_path / "tuned.onnx", data=data)
-    assert result.verification.tolerance == 1e-2
+    assert result.verification.max_error <= result.verification.tolerance and result.verification.margin <= 1
     written = onnx.load(str(tmp_path / "tuned.onnx"))
     weight = next(t for t in written.graph.initializer if t.name == "fc.weight")
     assert weight.data_type == onnx.TensorProto.FLOAT16
 
 
 def test_cli_inspect_unsupported_graph_is_one_line(tmp_path):
-    from cli.main import main
+    from ntonnx_cli.main import main
 
     h = onnx.helper
     graph = h.make_graph(

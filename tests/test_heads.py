@@ -13,15 +13,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from builders import LAYOUTS, POST_OPS, STORAGES, head_model
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ntonnx.data import HeldOutData
+from ntonnx.data.dataset import ArrayDataset
 from ntonnx.errors import ModelError, UsageError
-from ntonnx.heads import locate_head, read_head
-from ntonnx.model_io import save_model_atomic
-from ntonnx.rewrite import tuned_model, verify_written
-from tests.builders import LAYOUTS, POST_OPS, STORAGES, head_model
+from ntonnx.graph.heads import locate_head, read_head
+from ntonnx.graph.model_io import staged_model
+from ntonnx.graph.rewrite import tuned_model
+from ntonnx.graph.verify import verify_written
 
 PATTERN_OF = {
     "gemm_transB1": "gemm",
@@ -35,7 +36,7 @@ PATTERN_OF = {
 
 
 def numpy_post_ops(logits: np.ndarray, post_ops) -> np.ndarray:
-    """The post-ops, written out independently of ntonnx.heads.postops."""
+    """The post-ops, written out independently of ntonnx.graph.heads.postops."""
     out = logits
     for op in post_ops:
         if op == "Softmax":
@@ -46,6 +47,14 @@ def numpy_post_ops(logits: np.ndarray, post_ops) -> np.ndarray:
             out = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
         elif op == "Sigmoid":
             out = 1 / (1 + np.exp(-out))
+        elif op == "BinaryProba":  # skl2onnx's binary probabilities [1 - p, p]
+            out = np.hstack([1 - out, out])
+        elif op == "BinaryScores":  # a binary LinearClassifier's tied rows: [-z, z]
+            out = np.hstack([-out, out])
+        elif op == "PositiveColumn":
+            out = out[:, 1:2]
+        elif op == "NormalizeL1":
+            out = out / np.abs(out).sum(axis=1, keepdims=True)
     return out
 
 
@@ -127,14 +136,10 @@ def test_round_trip_of_every_head_variant(options, tmp_path):
         assert others[0].tobytes() == run(model, x)[1].tobytes()
 
     path = tmp_path / "tuned.onnx"
-    sample = HeldOutData(inputs={"x": x}, labels=np.zeros(5, np.int64), groups=None, source="test")
-    files = save_model_atomic(
-        tuned,
-        path,
-        external_data=False,
-        check=lambda p: verify_written(p, spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model),
-    )
-    written = onnx.load(str(files[0]))
+    sample = ArrayDataset(inputs={"x": x}, labels=np.zeros(5, np.int64), groups=None, source="test")
+    with staged_model(tuned, path, external_data=False) as staged:
+        verify_written(staged.path, spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model)
+    written = onnx.load(str(staged.files[0]))
     assert written.opset_import == model.opset_import
     assert (written.ir_version, written.producer_name, written.producer_version) == (
         model.ir_version,
@@ -219,13 +224,13 @@ def test_per_token_head_with_pooling(pool, tmp_path):
     new_W, new_b = rng.normal(size=(3, 8)), rng.normal(size=3)
     tuned = tuned_model(model, spec, new_W, new_b, {})
     ids = rng.integers(0, 20, size=(4, 5))
-    table = onnx.numpy_helper.to_array(model.graph.initializer[0]).astype(np.float64)
+    (table,) = [onnx.numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer if t.name == "table"]
     hidden = np.maximum(table[ids], 0)
     pooled = hidden[:, -1] if pool == "last_token" else hidden.mean(axis=1)
     session = ort.InferenceSession(tuned.SerializeToString(), providers=["CPUExecutionProvider"])
     (probs,) = session.run(None, {"ids": ids})
     assert relative_error(probs, numpy_post_ops(pooled @ new_W.T + new_b, ["Softmax"])) < 1e-5
-    sample = HeldOutData(inputs={"ids": ids}, labels=np.zeros(4, np.int64), groups=None, source="test")
+    sample = ArrayDataset(inputs={"ids": ids}, labels=np.zeros(4, np.int64), groups=None, source="test")
     verification = verify_written(
         _saved(tuned, tmp_path), spec, new_W, new_b, sample, ["CPUExecutionProvider"], original=model
     )
@@ -247,7 +252,7 @@ def test_sum_over_tokens_is_not_a_head():
 def test_per_token_head_without_pooling_is_refused_at_extraction():
     model = token_model("last_token")
     spec = dataclasses.replace(locate_head(model), pooling=None)
-    from ntonnx.heads import head_activations
+    from ntonnx.graph.heads import head_activations
 
     with pytest.raises(ModelError, match=r"embedding 'hidden' has shape \(4, 5, 8\).*Gather/ReduceMean"):
         head_activations(spec, np.zeros((4, 5, 8)), np.zeros((4, 5, 3)))
@@ -335,3 +340,354 @@ def test_squeezenet_relu_between_conv_and_pool_is_refused():
         ModelError, match=r"head 'final_conv' does not reach a graph output.*logits 'c' go to \['relu'\]"
     ):
         locate_head(model, head_node="final_conv")
+
+
+# ----------------------------------------------------------------- casts and reshapes in the head
+
+
+def autocast_model(*, mid_cast=onnx.TensorProto.FLOAT, seed: int = 0) -> tuple[onnx.ModelProto, dict]:
+    """open_nsfw's tail (a torch export of an autocast model): ``Cast -> MatMul -> Cast -> Add -> Cast -> Softmax``.
+
+    ``mid_cast`` is the type the Cast between MatMul and Add converts to (float: a no-op).
+    """
+    h = onnx.helper
+    rng = np.random.default_rng(seed)
+    A, W, b = rng.normal(size=(6, 8)), rng.normal(size=(8, 3)), rng.normal(size=3)
+    bias_type = onnx.helper.tensor_dtype_to_np_dtype(mid_cast)
+    nodes = [
+        h.make_node("MatMul", ["x", "A"], ["pre"], name="backbone"),
+        h.make_node("Relu", ["pre"], ["relu"], name="relu"),
+        h.make_node("Cast", ["relu"], ["embedding"], name="/Cast_306", to=onnx.TensorProto.FLOAT),
+        h.make_node("MatMul", ["embedding", "W"], ["mm"], name="/MatMul"),
+        h.make_node("Cast", ["mm"], ["mm_cast"], name="/Cast_307", to=mid_cast),
+        h.make_node("Add", ["mm_cast", "b"], ["z"], name="/Add_126"),
+        h.make_node("Cast", ["z"], ["z_cast"], name="/Cast_308", to=onnx.TensorProto.FLOAT),
+        h.make_node("Softmax", ["z_cast"], ["probs"], name="/Softmax", axis=-1),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(A.astype(np.float32), "A"),
+        onnx.numpy_helper.from_array(W.astype(np.float32), "W"),
+        onnx.numpy_helper.from_array(b.astype(bias_type), "b"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "autocast",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])],
+        [h.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)], producer_name="pytorch")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model, {"A": A.astype(np.float32), "W": W.astype(np.float32).T, "b": b}
+
+
+def test_same_type_casts_between_matmul_and_add_are_part_of_the_head():
+    """open_nsfw: ``MatMul -> Cast(float->float) -> Add``; the Cast computes nothing, so this is a head."""
+    model, params = autocast_model()
+    spec = locate_head(model)
+    assert (spec.pattern, spec.nodes, spec.post_ops) == (
+        "matmul_add",
+        ["/MatMul", "/Cast_307", "/Add_126"],
+        ["Cast", "Softmax"],
+    )
+    assert spec.embedding == "embedding"
+    assert locate_head(model, head_node="/MatMul") == spec
+    assert locate_head(model, embedding="embedding") == spec
+    W, b = read_head(model, spec)
+    assert relative_error(W, params["W"]) < 1e-6 and relative_error(b, params["b"]) < 1e-6
+    rng = np.random.default_rng(1)
+    new_W, new_b = rng.normal(size=(3, 8)), rng.normal(size=3)
+    x = rng.normal(size=(5, 6)).astype(np.float32)
+    (probs,) = run(tuned_model(model, spec, new_W, new_b, {}), x)
+    embedding = np.maximum(x.astype(np.float64) @ params["A"], 0)
+    assert relative_error(probs, numpy_post_ops(embedding @ new_W.T + new_b, ["Softmax"])) < 1e-5
+
+
+def test_a_rounding_cast_between_matmul_and_add_is_not_a_head():
+    """A Cast to float16 rounds the product: the head would not be affine in float32, so it is not taken."""
+    model, _ = autocast_model(mid_cast=onnx.TensorProto.FLOAT16)
+    with pytest.raises(ModelError, match=r"'probs' <- Add node '/Add_126'"):
+        locate_head(model)
+
+
+def caffe2_reshape_model(shape=(3, -1)) -> tuple[onnx.ModelProto, dict]:
+    """The Caffe2 converter's head (zoo GoogLeNet): ``Gemm(e, Reshape(W_stored, shape), b)``, W stored 4-D."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    A, W, b = rng.normal(size=(6, 8)), rng.normal(size=(3, 8)), rng.normal(size=3)
+    nodes = [
+        h.make_node("MatMul", ["x", "A"], ["pre"], name="backbone"),
+        h.make_node("Relu", ["pre"], ["embedding"], name="relu"),
+        h.make_node("Reshape", ["loss3/classifier_w_0", "OC2_DUMMY_3"], ["r142"], name="n141"),
+        h.make_node("Gemm", ["embedding", "r142", "loss3/classifier_b_0"], ["r143"], name="n142", transB=1),
+        h.make_node("Softmax", ["r143"], ["prob_1"], name="n143"),
+    ]
+    inits = [
+        onnx.numpy_helper.from_array(A.astype(np.float32), "A"),
+        onnx.numpy_helper.from_array(W.reshape(3, 8, 1, 1).astype(np.float32), "loss3/classifier_w_0"),
+        onnx.numpy_helper.from_array(np.array(shape, np.int64), "OC2_DUMMY_3"),
+        onnx.numpy_helper.from_array(b.astype(np.float32), "loss3/classifier_b_0"),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "caffe2",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])],
+        [h.make_tensor_value_info("prob_1", onnx.TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 9)], producer_name="onnx-caffe2")
+    model.ir_version = 4
+    onnx.checker.check_model(model)
+    return model, {"A": A.astype(np.float32), "W": W.astype(np.float32), "b": b.astype(np.float32)}
+
+
+@pytest.mark.parametrize("shape", [(3, -1), (0, 8), (-1, 8)])
+def test_weight_reached_through_a_reshape_is_read_and_written_back_through_it(shape):
+    model, params = caffe2_reshape_model(shape)
+    spec = locate_head(model)
+    assert (spec.pattern, spec.nodes, spec.weight.via, spec.weight.tensor) == (
+        "gemm",
+        ["n142"],
+        ("Reshape",),
+        "loss3/classifier_w_0",
+    )
+    W, b = read_head(model, spec)
+    assert relative_error(W, params["W"]) < 1e-6 and relative_error(b, params["b"]) < 1e-6
+    rng = np.random.default_rng(1)
+    new_W, new_b = rng.normal(size=(3, 8)), rng.normal(size=3)
+    tuned = tuned_model(model, spec, new_W, new_b, {})
+    stored = onnx.numpy_helper.to_array(next(t for t in tuned.graph.initializer if t.name == "loss3/classifier_w_0"))
+    assert stored.shape == (3, 8, 1, 1)  # the stored constant keeps its shape; the Reshape stays
+    np.testing.assert_allclose(stored.reshape(3, 8), new_W, rtol=1e-6)
+    x = rng.normal(size=(4, 6)).astype(np.float32)
+    (probs,) = run(tuned, x)
+    embedding = np.maximum(x.astype(np.float64) @ params["A"], 0)
+    assert relative_error(probs, numpy_post_ops(embedding @ new_W.T + new_b, ["Softmax"])) < 1e-5
+
+
+def light_inception_with_weights() -> onnx.ModelProto:
+    """onnx's ``light_inception_v1`` (the zoo GoogLeNet's Caffe2 graph) with its ConstantOfShape weights stored.
+
+    The light test models replace every weight by a ``ConstantOfShape``; storing seeded random
+    values instead gives the real model's structure: IR 3, initializers as graph inputs, the
+    classifier weight reshaped to ``(1000, 1024)`` before its Gemm.
+    """
+    from pathlib import Path
+
+    from ntonnx.graph.index import GraphIndex, add_initializer
+
+    path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_inception_v1.onnx"
+    model = onnx.load(str(path))
+    index = GraphIndex(model)
+    rng = np.random.default_rng(0)
+    for node in [n for n in model.graph.node if n.op_type == "ConstantOfShape"]:
+        shape = index.constant(node.input[0])
+        model.graph.node.remove(node)
+        add_initializer(model, (0.02 * rng.standard_normal(shape)).astype(np.float32), node.output[0])
+    return model
+
+
+def test_light_inception_head_is_found_through_its_reshape():
+    model = light_inception_with_weights()
+    spec = locate_head(model)
+    assert (spec.pattern, spec.nodes, spec.weight.via, spec.embedding) == ("gemm", ["n142"], ("Reshape",), "r141")
+    assert (spec.n_classes, spec.dim, spec.post_ops) == (1000, 1024, ["Softmax"])
+    W, b = read_head(model, spec)
+    new_W = W[::-1].copy()  # classes in reverse order
+    tuned = tuned_model(model, spec, new_W, b, {})
+    np.testing.assert_array_equal(read_head(tuned, spec)[0], new_W)
+
+
+@pytest.mark.parametrize("build", [autocast_model, caffe2_reshape_model], ids=["autocast_casts", "caffe2_reshape"])
+def test_cli_tunes_heads_behind_casts_and_reshapes(build, tmp_path):
+    """Through ``ntonnx tune`` (exit 3 "no linear head" before): written, verified, reloaded, evaluated."""
+    from builders import tiny_data
+    from click.testing import CliRunner
+    from ntonnx_cli.main import main
+
+    model, params = build()
+    onnx.save(model, tmp_path / "model.onnx")
+    np.savez(tmp_path / "d.npz", **tiny_data(params))
+    out = tmp_path / "tuned.onnx"
+    args = ["tune", tmp_path / "model.onnx", "--data", tmp_path / "d.npz", "-o", out, "--method", "llr"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    written = onnx.load(str(out))
+    spec = locate_head(written)
+    assert spec == locate_head(model)
+    assert relative_error(read_head(written, spec)[0], read_head(model, spec)[0]) > 1e-3  # re-fit, not copied
+    assert any(p.key == "ntonnx.method" and p.value == "llr" for p in written.metadata_props)
+    result = CliRunner().invoke(main, ["evaluate", str(out), "--data", str(tmp_path / "d.npz")])
+    assert result.exit_code == 0 and "worst-class" in result.output, result.output
+
+
+# --------------------------------------------------------------------- evaluate without a head
+
+
+def relu_after_logits(n_classes: int = 3, post_op: str = "Softmax") -> tuple[onnx.ModelProto, dict]:
+    """``Gemm -> Relu -> post_op``: the ReLU makes the head non-linear, so there is no head to re-solve."""
+    h = onnx.helper
+    model, params = head_model(n_classes=n_classes)
+    graph = model.graph
+    next(n for n in graph.node if n.name == "fc").output[0] = "raw"
+    graph.node.extend(
+        [
+            h.make_node("Relu", ["raw"], ["scores"], name="clip"),
+            h.make_node(post_op, ["scores"], ["probs"], name="post"),
+        ]
+    )
+    del graph.output[:]
+    graph.output.append(h.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", n_classes]))
+    onnx.checker.check_model(model)
+    return model, params
+
+
+@pytest.mark.parametrize(("n_classes", "post_op"), [(3, "Softmax"), (1, "Sigmoid")])
+def test_evaluate_scores_the_output_when_there_is_no_head(n_classes, post_op, tmp_path):
+    """``evaluate`` never needs the head (exit 3 before): argmax of the scores, ``> 0`` for one logit."""
+    import json
+
+    from builders import tiny_data
+    from click.testing import CliRunner
+    from ntonnx_cli.main import main
+
+    model, params = relu_after_logits(n_classes, post_op)
+    onnx.save(model, tmp_path / "model.onnx")
+    arrays = tiny_data(params, n=60)
+    np.savez(tmp_path / "d.npz", **arrays)
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(model)
+    runner = CliRunner()
+    result = runner.invoke(
+        main, ["evaluate", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["head"]["pattern"] == "none" and report["head"]["logits"] == "scores"
+    assert report["head"]["post_ops"] == [post_op]
+    scores = np.maximum(np.maximum(arrays["x"] @ params["A"], 0) @ params["W"].T + params["b"], 0)
+    predicted = scores.argmax(axis=1) if n_classes > 1 else (scores[:, 0] > 0).astype(int)
+    assert report["metrics"]["accuracy"] == pytest.approx((predicted == arrays["labels"]).mean())
+    # tune still needs a head, and a named head that is not one is still an error
+    result = runner.invoke(
+        main, ["tune", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "-o", str(tmp_path / "o.onnx")]
+    )
+    assert result.exit_code == 3 and "no linear head" in result.stderr
+    args = ["evaluate", str(tmp_path / "model.onnx"), "--data", str(tmp_path / "d.npz"), "--head-node", "clip"]
+    assert runner.invoke(main, args).exit_code == 3
+
+
+def test_scores_of_a_zipmap_output_and_of_ambiguous_outputs():
+    from skl2onnx import to_onnx
+    from sklearn.tree import DecisionTreeClassifier
+
+    from ntonnx.graph.heads.scores import output_scores
+
+    X = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    tree = DecisionTreeClassifier(max_depth=2).fit(X, (X[:, 0] > 0).astype(int) + (X[:, 1] > 0))
+    spec = output_scores(to_onnx(tree, X[:1], target_opset=17))  # label (int64) + ZipMap of probabilities
+    assert (spec.output, spec.logits, spec.n_classes, spec.post_ops) == (
+        "output_probability",
+        "probabilities",
+        3,
+        ["ZipMap"],
+    )
+
+    model, _ = relu_after_logits()
+    model.graph.output.append(onnx.helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, ["N", 3]))
+    with pytest.raises(
+        ModelError, match=r"several graph outputs hold class scores \(\['probs', 'scores'\]\); pass --output"
+    ):
+        output_scores(model)
+    assert output_scores(model, "scores").post_ops == []
+    assert output_scores(model, "probs").logits == "scores"
+
+
+# ------------------------------------------------------------------------ ai.onnx.ml LinearClassifier
+
+
+def linear_classifier_model(
+    post_transform: str = "NONE", *, tied: bool = False, pick_column: bool = False
+) -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """``X -> LinearClassifier`` (coefficients as attributes), optionally ``ArrayFeatureExtractor(scores, [1])``."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(2, 4)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    if tied:
+        W[0], b[0] = -W[1], -b[1]
+    nodes = [
+        h.make_node(
+            "LinearClassifier",
+            ["X"],
+            ["label", "scores"],
+            name="linear",
+            domain="ai.onnx.ml",
+            coefficients=W.ravel().tolist(),
+            intercepts=b.tolist(),
+            classlabels_ints=[0, 1],
+            post_transform=post_transform,
+        )
+    ]
+    inits, scores = [], "scores"
+    if pick_column:
+        inits = [onnx.numpy_helper.from_array(np.array([1], np.int64), "column")]
+        nodes.append(h.make_node("ArrayFeatureExtractor", ["scores", "column"], ["picked"], domain="ai.onnx.ml"))
+        scores = "picked"
+    graph = h.make_graph(
+        nodes,
+        "linear",
+        [h.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["N", 4])],
+        [
+            h.make_tensor_value_info("label", onnx.TensorProto.INT64, ["N"]),
+            h.make_tensor_value_info(scores, onnx.TensorProto.FLOAT, ["N", 1 if pick_column else 2]),
+        ],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17), h.make_opsetid("ai.onnx.ml", 1)])
+    model.ir_version = 8
+    return model, W.astype(np.float64), b.astype(np.float64)
+
+
+def test_linear_classifier_head_and_its_limits():
+    model, W, _ = linear_classifier_model("SOFTMAX")
+    spec = locate_head(model)
+    assert (spec.pattern, spec.embedding, spec.logits, spec.n_classes, spec.inner_post_ops, spec.post_ops) == (
+        "linear_classifier",
+        "X",
+        "scores",
+        2,
+        ["Softmax"],
+        [],
+    )
+    np.testing.assert_array_equal(read_head(model, spec)[0], W)
+    assert locate_head(model, embedding="X") == spec
+    tied, W, b = linear_classifier_model("NONE", tied=True, pick_column=True)
+    spec = locate_head(tied)
+    assert (spec.n_classes, spec.inner_post_ops, spec.post_ops) == (1, ["BinaryScores"], ["PositiveColumn"])
+    np.testing.assert_array_equal(read_head(tied, spec)[0], W[1:])
+    np.testing.assert_array_equal(read_head(tied, spec)[1], b[1:])
+    rewritten = tuned_model(tied, spec, np.ones((1, 4)), np.array([0.5]), {})
+    node = rewritten.graph.node[0]
+    stored = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert stored["coefficients"] == [-1.0] * 4 + [1.0] * 4 and stored["intercepts"] == [-0.5, 0.5]  # kept tied
+    # column 1 of two independent scores does not say which class wins; a transform onnx has but ntonnx
+    # does not model is not taken either
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(linear_classifier_model("NONE", pick_column=True)[0])
+    with pytest.raises(ModelError, match="no linear head"):
+        locate_head(linear_classifier_model("PROBIT")[0])
+    with pytest.raises(ModelError, match=r"'label' <- LinearClassifier node 'linear'"):
+        locate_head(model, output="label")  # the label is an output of the head node, not its scores
+
+
+def test_a_cast_to_integers_is_not_a_post_op():
+    """Truncating scores to int64 can change the winner: the walk back stops there."""
+    model, _ = head_model(post_ops=("Softmax",))
+    model.graph.node.append(
+        onnx.helper.make_node("Cast", ["logits"], ["rounded"], name="trunc", to=onnx.TensorProto.INT64)
+    )
+    model.graph.output.append(onnx.helper.make_tensor_value_info("rounded", onnx.TensorProto.INT64, ["N", 3]))
+    with pytest.raises(ModelError, match=r"'rounded' <- Cast node 'trunc'"):
+        locate_head(model, output="rounded")
+    assert locate_head(model).output == "logits"

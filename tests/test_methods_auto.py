@@ -6,21 +6,21 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from ntonnx_cli.main import main
 
 import ntonnx
-from cli.main import main
-from ntonnx.metrics import compute_metrics, predict
-from ntonnx.neurons import spuriousness_scores
-from ntonnx.runtime import Activations
-from ntonnx.selection import (
+from ntonnx.activations import Activations
+from ntonnx.method.auto import (
     CANDIDATES,
     Candidate,
+    choose_refit,
     direction_pseudo_groups,
-    select_head,
     worst_group_accuracy,
 )
-from ntonnx.solve import class_balanced_weights, fit_head, pseudo_group_weights
-from ntonnx.splits import stratified_split
+from ntonnx.method.metrics import compute_metrics, predict
+from ntonnx.method.neurons import spuriousness_scores
+from ntonnx.method.solve import class_balanced_weights, fit_head, pseudo_group_weights
+from ntonnx.method.splits import stratified_split
 
 
 def _acts(embeddings, labels, W, b, groups=None) -> Activations:
@@ -81,30 +81,32 @@ def test_the_candidate_that_separates_the_classes_is_chosen_over_a_crushed_one()
     acts, original = _separable()
     delta = np.full((2, 3), np.nan)
     crushed, fitted = Candidate("llr", l2=1e9), Candidate("llr", l2=1e-3)
-    chosen = select_head(acts, acts, original, delta, fit_intercept=True, candidates=(crushed, fitted))
+    chosen = choose_refit(acts, acts, original, delta, fit_intercept=True, candidates=(crushed, fitted))
     # an l2 of 1e9 leaves only the intercept: one class is always wrong (score 0)
-    assert chosen.candidate == fitted.name
-    assert chosen.validation[crushed.name] == 0.0 and chosen.validation[fitted.name] > 0.95
+    assert chosen.selected == fitted.name
+    assert chosen.details["validation"][crushed.name] == 0.0 and chosen.details["validation"][fitted.name] > 0.95
 
 
 def test_ties_go_to_the_earlier_candidate():
     acts, original = _separable()
     first, second = Candidate("llr", l2=1e-3), Candidate("llr", l2=2e-3)
-    chosen = select_head(acts, acts, original, np.full((2, 3), np.nan), fit_intercept=True, candidates=(first, second))
-    assert chosen.validation[first.name] == chosen.validation[second.name]
-    assert chosen.candidate == first.name
+    chosen = choose_refit(acts, acts, original, np.full((2, 3), np.nan), fit_intercept=True, candidates=(first, second))
+    assert chosen.details["validation"][first.name] == chosen.details["validation"][second.name]
+    assert chosen.selected == first.name
 
 
 def test_direction_candidates_put_no_weight_on_the_delta_directions():
     acts, original = _separable()
     delta = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, -1.0]])
-    chosen = select_head(acts, acts, original, delta, fit_intercept=True, candidates=(Candidate("direction", l2=1e-3),))
+    chosen = choose_refit(
+        acts, acts, original, delta, fit_intercept=True, candidates=(Candidate("direction", l2=1e-3),)
+    )
     np.testing.assert_allclose(chosen.W @ delta.T, 0.0, atol=1e-9)
 
 
 def test_direction_candidates_are_skipped_without_scores():
     acts, original = _separable()
-    chosen = select_head(
+    chosen = choose_refit(
         acts,
         acts,
         original,
@@ -112,7 +114,7 @@ def test_direction_candidates_are_skipped_without_scores():
         fit_intercept=True,
         candidates=(Candidate("direction", l2=1e-3), Candidate("llr", l2=1e-3)),
     )
-    assert list(chosen.validation) == ["llr(l2=0.001)"]
+    assert list(chosen.details["validation"]) == ["llr(l2=0.001)"]
 
 
 def test_grid_has_every_family():
@@ -143,7 +145,7 @@ def test_auto_beats_class_balanced_refit_on_biased_heldout_data(seed):
     first, second = stratified_split(heldout.labels, 0.5, seed=0)
     identification, tuning = heldout.subset(first), heldout.subset(second)
     scores = spuriousness_scores(identification.embeddings, identification.labels, predict(identification.logits), 2)
-    auto = select_head(identification, tuning, original, scores.delta, fit_intercept=True)
+    auto = choose_refit(identification, tuning, original, scores.delta, fit_intercept=True)
     llr = fit_head(
         tuning.embeddings,
         tuning.labels,

@@ -9,12 +9,15 @@ import pytest
 from builders import tiny_classifier, tiny_data
 
 import ntonnx
-from ntonnx.data import HeldOutData
+from ntonnx.activations import n_label_classes
+from ntonnx.data.dataset import ArrayDataset
 from ntonnx.errors import ModelError
-from ntonnx.heads import locate_head
-from ntonnx.runtime import ModelRunner, extract_activations
-from ntonnx.solve import class_balanced_weights, fit_head
-from ntonnx.splits import stratified_split
+from ntonnx.graph.heads import locate_head
+from ntonnx.graph.runtime import ModelRunner, extract_activations
+from ntonnx.method.metrics import predict
+from ntonnx.method.neurons import select_spurious, spuriousness_scores
+from ntonnx.method.solve import class_balanced_weights, fit_head
+from ntonnx.method.splits import stratified_split
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def _extract(model, arrays, order=None, batch_size=16):
     head = locate_head(model)
     runner = ModelRunner(model, [head.embedding, head.logits], ["CPUExecutionProvider"], "m.onnx")
     inputs = {k: v for k, v in arrays.items() if k not in ("labels", "groups")}
-    data = HeldOutData(inputs=inputs, labels=arrays["labels"], groups=arrays.get("groups"), source="d.npz")
+    data = ArrayDataset(inputs=inputs, labels=arrays["labels"], groups=arrays.get("groups"), source="d.npz")
     return extract_activations(runner, head, data, model_digest="-", batch_size=batch_size, order=order)
 
 
@@ -53,13 +56,19 @@ def test_tune_split_views_give_the_head_the_copies_gave(model_and_data):
     identification, tuning = acts.subset(ide), acts.subset(tune)
     assert (result.n_identification, result.n_tuning) == (len(identification), len(tuning))
     head = locate_head(model)
-    _, suppressed = ntonnx.methods.identify_spurious(identification, head.n_classes, ntonnx.TuneOptions())
+    scores = spuriousness_scores(
+        identification.embeddings,
+        identification.labels,
+        predict(identification.logits),
+        n_label_classes(head.n_classes),
+    )
+    suppressed = select_spurious(scores)
     assert result.suppressed == [int(i) for i in suppressed]
-    original = ntonnx.heads.read_head(model, head)
+    original = ntonnx.graph.heads.read_head(model, head)
     fit = fit_head(tuning.embeddings, tuning.labels, n_logits=head.n_classes,
                    sample_weight=class_balanced_weights(tuning.labels), suppressed=suppressed, init=original,
                    fit_intercept=head.has_bias)  # fmt: skip
-    written = ntonnx.heads.read_head(onnx.load(model_path.parent / "out.onnx"), head)
+    written = ntonnx.graph.heads.read_head(onnx.load(model_path.parent / "out.onnx"), head)
     np.testing.assert_allclose(written[0], fit.W, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(written[1], fit.b, rtol=1e-5, atol=1e-6)
 

@@ -24,21 +24,21 @@ _RUNNER = textwrap.dedent(
         open(marker, "w").close()
         time.sleep(60)
     if point == "extraction":
-        import ntonnx.runtime as runtime
+        import ntonnx.graph.runtime as runtime
         original_run = runtime.ModelRunner.run
         def slow_run(self, *args, **kwargs):
             pause()
             return original_run(self, *args, **kwargs)
         runtime.ModelRunner.run = slow_run
     else:
-        import ntonnx.api as api
-        original_verify = api.verify_written
+        import ntonnx.session as session
+        original_verify = session.verify_written
         def slow_verify(*args, **kwargs):
             result = original_verify(*args, **kwargs)
             pause()  # the temp file is complete but not yet renamed into place
             return result
-        api.verify_written = slow_verify
-    from cli.main import main
+        session.verify_written = slow_verify
+    from ntonnx_cli.main import main
     sys.argv = ["ntonnx"] + sys.argv[3:]
     main()
     """
@@ -97,8 +97,7 @@ def test_sigkill_leaves_no_partial_output_and_the_next_run_cleans_up(tmp_path, m
     assert len(leftovers) == (1 if point == "writing" else 0)
 
     from click.testing import CliRunner
-
-    from cli.main import main
+    from ntonnx_cli.main import main
 
     result = CliRunner().invoke(main, ["tune", str(model), "--data", str(data), "-o", str(out)])
     assert result.exit_code == 0, result.output

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ntonnx.solve import afr_weights, class_balanced_weights, fit_head, group_balanced_weights
+from ntonnx.method.solve import afr_weights, class_balanced_weights, fit_head, group_balanced_weights
 
 
 def test_class_balanced_weights_give_each_class_the_same_total():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ntonnx.solve import _SMALL, class_balanced_weights, fit_head
+from ntonnx.method.solve import _SMALL, class_balanced_weights, fit_head
 
 
 def test_float32_solve_matches_the_float64_solve():

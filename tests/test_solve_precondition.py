@@ -4,8 +4,8 @@ only where the embeddings are correlated."""
 import numpy as np
 import pytest
 
-from ntonnx.precondition import CurvatureFactors, kronecker_map
-from ntonnx.solve import class_balanced_weights, fit_head
+from ntonnx.method.precondition import CurvatureFactors, kronecker_map
+from ntonnx.method.solve import class_balanced_weights, fit_head
 
 
 def correlated(n: int, d: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -55,7 +55,9 @@ def imagenet(**overrides) -> DataOptions:
 
 def test_image_folder_feeds_torchvision_style_tensors(tmp_path, nchw_model):
     root = write_folder(tmp_path / "images")
-    acts = ntonnx.extract(nchw_model, root, data_options=imagenet(resize=10, crop=8), batch_size=4)
+    acts = ntonnx.extract(
+        nchw_model, root, data_options=imagenet(resize=10, crop=8), run=ntonnx.RunOptions(batch_size=4)
+    )
     files = [f for c in ["bird", "cat", "dog"] for f in sorted((root / c).iterdir())]
     expected = np.stack([reference(f, 10, 8, 1 / 255, IMAGENET_MEAN, IMAGENET_STD).ravel() for f in files])
     np.testing.assert_allclose(acts.embeddings, expected, rtol=0, atol=2e-6)

@@ -52,7 +52,7 @@ def test_feature_prefix_feeds_the_table_values(tmp_path, features, kind):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = model_for(tmp_path, [("x", np.float32, ["N", 6])])
     options = DataOptions(feature_prefix="f")
-    acts = ntonnx.extract(model, path, data_options=options, batch_size=16)
+    acts = ntonnx.extract(model, path, data_options=options, run=ntonnx.RunOptions(batch_size=16))
     np.testing.assert_array_equal(acts.embeddings, x.astype(np.float32))
     np.testing.assert_array_equal(acts.labels, np.searchsorted(["ant", "bee", "cow"], names))
     result = ntonnx.evaluate(model, path, data_options=options)
@@ -76,7 +76,7 @@ def test_one_column_per_input_with_list_cells(tmp_path):
     table = pa.table({"ids": seq.tolist(), "w": scalar, "label": rng.integers(0, 2, 10)})
     pq.write_table(table, tmp_path / "d.parquet")
     model = model_for(tmp_path, [("ids", np.int64, ["N", 4]), ("w", np.float32, ["N", 1])], n_classes=2)
-    acts = ntonnx.extract(model, tmp_path / "d.parquet", batch_size=3)
+    acts = ntonnx.extract(model, tmp_path / "d.parquet", run=ntonnx.RunOptions(batch_size=3))
     expected = np.concatenate([seq, scalar[:, None]], axis=1).astype(np.float32)
     np.testing.assert_array_equal(acts.embeddings, expected)
 
@@ -136,5 +136,5 @@ def test_csv_column_that_looks_integer_in_its_first_block(tmp_path):
     path = tmp_path / "big.csv"
     path.write_text("v,label\n" + "".join(f"{int(v)},{i % 2}\n" for i, v in enumerate(values[:-1])) + "0.25,1\n")
     model = model_for(tmp_path, [("v", np.float32, ["N", 1])], n_classes=2)
-    acts = ntonnx.extract(model, path, batch_size=8192)
+    acts = ntonnx.extract(model, path, run=ntonnx.RunOptions(batch_size=8192))
     np.testing.assert_array_equal(acts.embeddings[:, 0], values.astype(np.float32))

@@ -62,7 +62,7 @@ def test_jsonl_text_tokenized_as_by_hand(tmp_path):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(TEXTS, LABELS, strict=True)))
     options = DataOptions(tokenizer=str(write_tokenizer(tmp_path / "tokenizer.json")))
-    acts = ntonnx.extract(bert_model(tmp_path), data, data_options=options, batch_size=4)
+    acts = ntonnx.extract(bert_model(tmp_path), data, data_options=options, run=ntonnx.RunOptions(batch_size=4))
     encoded = [by_hand(t, 8) for t in TEXTS]
     expected = np.array([ids + mask + types for ids, mask, types in encoded], dtype=np.float32)
     np.testing.assert_array_equal(acts.embeddings, expected)

@@ -145,14 +145,17 @@ def fit_head(
     (a Ledoit-Wolf gate), which cuts the passes over the embeddings several-fold on real CNN
     features; the optimum is the same either way.
 
-    Memory: besides ``embeddings`` (never copied when float32 and large, or float64), the solve
-    holds a few ``(dim, dim)`` float64 matrices (the curvature factor, 34 MB at dim 2048), a
-    ``(1024, dim)`` sample, one row block of scores (about 1 MB of embeddings' rows times
-    ``n_logits``) and the L-BFGS history (10 pairs of ``n_logits * dim`` float64). ``embeddings``
-    may be a ``numpy.memmap`` of a file larger than RAM: every evaluation reads it block by block,
-    in order, so the solve then runs at the disk's streaming speed (each L-BFGS iteration is about
-    one full read); only a float32 matrix of at most 2^23 entries or any non-float32 matrix is
-    converted to float64 in memory.
+    Memory, and N beyond RAM: the embeddings are never copied when they are float32 (and not
+    small) or float64, and C-contiguous; everything else the solve holds is independent of
+    ``n_samples``: the curvature factors (three ``(dim + 1)²`` float64 matrices when preconditioned,
+    100 MB at dim 2048), a ``(1024, dim)`` float64 row sample, one block of scores (about 1 MB of
+    rows, or 2048 rows times ``n_logits`` above 32 logits) and the L-BFGS history (20 vectors of
+    ``n_logits * (dim + 1)`` float64: 330 MB at 1000 x 2048). So the limit on N is only that
+    ``embeddings`` be one array: pass a ``numpy.memmap`` (e.g. ``np.load(path, mmap_mode="r")``)
+    of a file larger than RAM, and every evaluation reads it block by block in order, at the
+    disk's streaming speed (one full read per L-BFGS evaluation, plus 1024 random rows once);
+    the page cache keeps what fits. Converted in memory to float64 instead: non-float
+    embeddings, and float32 ones with ``n_samples * dim * max(n_logits, 2) <= 2^24`` (cheap products).
 
     Parameters
     ----------

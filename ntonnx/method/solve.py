@@ -142,8 +142,10 @@ def fit_head(
 
     L-BFGS runs in the coordinates of a Kronecker-factored curvature estimate taken at the warm
     start (:mod:`ntonnx.method.precondition`) when the embeddings are correlated enough for it to pay
-    (a Ledoit-Wolf gate), which cuts the passes over the embeddings several-fold on real CNN
-    features; the optimum is the same either way.
+    and there are at least 4 rows per column (the gate); in ``benchmarks/solve.py`` that took
+    1.4-3.2x fewer iterations on correlated synthetic (512-2048-d) and real 64-d CNN embeddings.
+    The optimum is the same either way; with float32 products both paths stop within about 1e-6
+    (relative) of the float64 optimum.
 
     Memory, and N beyond RAM: the embeddings are never copied when they are float32 (and not
     small) or float64, and C-contiguous; everything else the solve holds is independent of

@@ -75,6 +75,19 @@ def test_two_swapped_classes_among_many_with_partial_coverage():
     assert value[a] == f"c{b}" and value[b] == f"c{a}" and len(value) == 100
 
 
+@pytest.mark.parametrize("per_class", [2, 10])
+def test_labels_unrelated_to_the_predictions_are_not_a_wrong_order(per_class):
+    """A model that cannot do the task (random labels over 1000 classes, predictions piled on a few
+    classes, as a real ImageNet model does on out-of-domain images): chance matches are not refused."""
+    rng = np.random.default_rng(2)
+    labels = np.repeat(rng.choice(1000, 1000 // per_class * 2, replace=False), per_class)
+    favourites = rng.choice(1000, 40, replace=False)
+    predictions = favourites[np.minimum(rng.geometric(0.15, labels.size) - 1, 39)]
+    result = best_class_mapping(labels, predictions, 1000)
+    assert result.moved and not result.far_better
+    check_class_mapping(labels, predictions, 1000, source="random")  # no error
+
+
 def test_no_change_on_ties():
     """A tie (as many samples either way) keeps the data's order."""
     labels = np.array([0, 0, 1, 1])

@@ -20,19 +20,20 @@ never outweighs a real gain but makes the data's own order win every tie.
 
 "Far better"
 ------------
-Let ``S`` be the data classes the best assignment moves. The mapping is refused when, on the
-samples of ``S``, the best assignment's accuracy is at least :data:`MIN_GAIN` (30 points) above
-the data's own order **and** at least :data:`MIN_RATIO` (2) times it **and** a majority
+Let ``S`` be the data classes the best assignment moves. The mapping is refused when, on the samples
+of ``S``, the best assignment's accuracy is at least :data:`MIN_GAIN` (30 points) above the data's
+own order **and** at least :data:`MIN_RATIO` (2) times it **and** a majority
 (:data:`MIN_BEST_ACCURACY`), over at least :data:`MIN_SAMPLES` (10) samples and
 :data:`MIN_PER_CLASS` (3) samples per moved class on average. The last two conditions are against
-chance: with labels unrelated to the predictions (a model that cannot do the task), a matching
-over many small classes always finds a few classes whose one or two samples happen to share a
-prediction (measured: random labels over 1000 ImageNet classes, 2 samples each, gave 0.1% ->
-0.9% with 21 classes moved, which the first two conditions alone refused). A weak or biased model that is merely confused between two
-classes (45% vs 55%) passes; a model that predicts one class where the data says another most of
-the time (19% vs 81% on the NSFW model) does not. The criterion looks at the moved classes only,
-so two swapped classes among 1000 are found even though overall accuracy barely moves. Above
-:data:`MAX_CELLS` (some 5000 classes each way) the matching is skipped, with an info log.
+chance: with labels unrelated to the predictions (a model that cannot do the task), a matching over
+many small classes always finds a few classes whose one or two samples happen to share a prediction
+(measured: random labels over 1000 ImageNet classes, 2 samples each, gave 0.1% -> 0.9% with 21
+classes moved, which the first two conditions alone refused). A weak or biased model that is merely
+confused between two classes (45% vs 55%) passes; a model that predicts one class where the data
+says another most of the time (19% vs 81% on the NSFW model) does not. The criterion looks at the
+moved classes only, so two swapped classes among 1000 are found even though overall accuracy barely
+moves. Above :data:`MAX_CELLS` (some 5000 classes each way) the matching is skipped, with an info
+log.
 """
 
 from __future__ import annotations

@@ -15,9 +15,8 @@ from ntonnx.method.auto import (
     Candidate,
     choose_refit,
     direction_pseudo_groups,
-    worst_group_accuracy,
 )
-from ntonnx.method.metrics import compute_metrics, predict
+from ntonnx.method.metrics import compute_metrics, predict, worst_group_accuracy
 from ntonnx.method.neurons import spuriousness_scores
 from ntonnx.method.solve import class_balanced_weights, fit_head, pseudo_group_weights
 from ntonnx.method.splits import stratified_split

@@ -41,7 +41,7 @@ import numpy as np
 
 from ntonnx.activations import Activations
 from ntonnx.method.base import FitInputs, Method, Refit
-from ntonnx.method.metrics import predict
+from ntonnx.method.metrics import predict, worst_group_accuracy
 from ntonnx.method.solve import HeadFit, afr_weights, class_balanced_weights, fit_head, pseudo_group_weights
 
 logger = logging.getLogger("ntonnx")
@@ -108,12 +108,6 @@ def direction_pseudo_groups(
         projection = embeddings[members] @ delta[y]
         groups[members[np.argsort(-projection, kind="stable")[:k]]] += 1
     return groups
-
-
-def worst_group_accuracy(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    """Lowest accuracy over the groups present."""
-    correct = predictions == labels
-    return float(min(correct[groups == g].mean() for g in np.unique(groups)))
 
 
 def choose_refit(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntonnx.method.base import FitInputs, Method, Refit
+from ntonnx.method.metrics import accuracy_by, predict
 from ntonnx.method.solve import ConvergenceWarning
 
 #: DFR's published grid of inverse L1 strengths.
@@ -222,7 +223,8 @@ def fit_dfr(
                 init=start,
                 fit_intercept=fit_intercept,
             )
-            predictions = _predict(Z[score_part], *start)
+            coef, intercept = start
+            predictions = predict(Z[score_part] @ coef.T + intercept)
             holdout[c][score_part] = predictions
             scores[c].append(_group_score(predictions, labels[score_part], groups[score_part], criterion))
     validation = {c: float(np.mean(v)) for c, v in scores.items()}
@@ -269,16 +271,8 @@ def fold_head(
     return W, b
 
 
-def _predict(Z: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    scores = Z @ coef.T + intercept
-    if scores.shape[1] == 1:
-        return (scores[:, 0] > 0).astype(np.int64)
-    return scores.argmax(axis=1)
-
-
 def _group_score(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray, criterion: str) -> float:
-    correct = predictions == labels
-    accuracies = [correct[groups == g].mean() for g in np.unique(groups)]
+    accuracies = list(accuracy_by(predictions, labels, groups).values())
     return float(min(accuracies) if criterion == "worst" else np.mean(accuracies))
 
 

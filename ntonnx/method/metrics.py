@@ -57,5 +57,20 @@ def compute_metrics(predictions: np.ndarray, labels: np.ndarray, groups: np.ndar
     return metrics
 
 
+def accuracy_by(predictions: np.ndarray, labels: np.ndarray, keys: np.ndarray) -> dict[int, float]:
+    """Accuracy within each value of ``keys`` present (a class, group or pseudo-group); arrays of shape (n_samples,)."""
+    return _mean_by(predictions == labels, keys)
+
+
+def worst_group_accuracy(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """Lowest accuracy over the groups present."""
+    return min(accuracy_by(predictions, labels, groups).values())
+
+
+def balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Mean of the per-class accuracies of the classes present."""
+    return float(np.mean(list(accuracy_by(predictions, labels, labels).values())))
+
+
 def _mean_by(correct: np.ndarray, keys: np.ndarray) -> dict[int, float]:
     return {int(k): float(correct[keys == k].mean()) for k in np.unique(keys)}

@@ -38,7 +38,7 @@ import numpy as np
 
 from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
-from ntonnx.method.metrics import predict
+from ntonnx.method.metrics import balanced_accuracy, predict, worst_group_accuracy
 from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups, stratified_folds
 from ntonnx.method.solve import class_balanced_weights, fit_head, group_balanced_weights
 
@@ -138,8 +138,8 @@ def fit_pgdfr(
         pseudo = bias_model_groups(embeddings, labels, n_classes, seed=seed)
 
     gate_refit_predictions = _cross_fitted_llr(embeddings, labels, original, fit_intercept, seed)
-    gate_original = _balanced_accuracy(original_predictions, labels)
-    gate_refit = _balanced_accuracy(gate_refit_predictions, labels)
+    gate_original = balanced_accuracy(original_predictions, labels)
+    gate_refit = balanced_accuracy(gate_refit_predictions, labels)
     if gate_refit - gate_original > gate_margin:
         branch, C = "class-balanced", float("nan")
         fit = fit_head(
@@ -174,8 +174,8 @@ def fit_pgdfr(
         # hard samples, which the original head gets right by leaning on the shortcut
         guard_refit, guard_original = gate_refit, gate_original
     else:
-        guard_refit = _worst_group(holdout, labels, pseudo.groups)
-        guard_original = _worst_group(original_predictions, labels, pseudo.groups)
+        guard_refit = worst_group_accuracy(holdout, labels, pseudo.groups)
+        guard_original = worst_group_accuracy(original_predictions, labels, pseudo.groups)
     kept = guard and guard_refit < guard_original
     if kept:
         W, b = W0.copy(), b0.copy()
@@ -253,16 +253,6 @@ def _weighted_refit(
         holdout[fold_of == f] = predict(embeddings[fold_of == f] @ half.W.T + half.b)
     full = fit(np.ones(len(labels), dtype=bool))
     return full.W, full.b, holdout
-
-
-def _balanced_accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    correct = predictions == labels
-    return float(np.mean([correct[labels == y].mean() for y in np.unique(labels)]))
-
-
-def _worst_group(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
-    correct = predictions == labels
-    return float(min(correct[groups == g].mean() for g in np.unique(groups)))
 
 
 class Pgdfr(Method):

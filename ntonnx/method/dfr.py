@@ -34,7 +34,7 @@ import numpy as np
 
 from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.metrics import accuracy_by, predict
-from ntonnx.method.solve import ConvergenceWarning
+from ntonnx.method.solve import ConvergenceWarning, class_balanced_weights
 
 #: DFR's published grid of inverse L1 strengths.
 C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -211,7 +211,7 @@ def fit_dfr(
     holdout = {c: np.empty(len(labels), dtype=np.int64) for c in grid}
     for fit_part, score_part in (halves, halves[::-1]):
         train = fit_part[balanced_subsample(groups[fit_part], rng)]
-        weight = _class_weights(labels[train])
+        weight = class_balanced_weights(labels[train])
         start = None
         for c in grid:
             start = l1_logistic(
@@ -239,7 +239,7 @@ def fit_dfr(
             labels[train],
             n_classes=n_classes,
             C=best,
-            sample_weight=_class_weights(labels[train]),
+            sample_weight=class_balanced_weights(labels[train]),
             init=start,
             fit_intercept=fit_intercept,
         )
@@ -274,12 +274,6 @@ def fold_head(
 def _group_score(predictions: np.ndarray, labels: np.ndarray, groups: np.ndarray, criterion: str) -> float:
     accuracies = list(accuracy_by(predictions, labels, groups).values())
     return float(min(accuracies) if criterion == "worst" else np.mean(accuracies))
-
-
-def _class_weights(labels: np.ndarray) -> np.ndarray:
-    """Mean-one weights giving every class the same total (a no-op when groups balance the classes)."""
-    values, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return len(labels) / (len(values) * counts[inverse])
 
 
 def _stratified_halves(groups: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

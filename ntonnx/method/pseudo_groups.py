@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntonnx.method.solve import class_balanced_weights, fit_head
+from ntonnx.method.solve import class_balanced_weights, class_probabilities, fit_head
 
 #: Inverse ridge strength of the bias model (scikit-learn's convention on standardised embeddings).
 BIAS_C = 1e-4
@@ -112,7 +112,7 @@ def out_of_fold_probabilities(
                 sample_weight=class_balanced_weights(labels[train]),
                 l2=1.0 / (C * train.sum()),
             )
-            total[test] += _probabilities(embeddings[test] @ fit.W.T + fit.b)
+            total[test] += class_probabilities(embeddings[test] @ fit.W.T + fit.b)
     return total / repeats
 
 
@@ -202,7 +202,7 @@ def refine_attributes(
             if not test.any():
                 continue
             fit = fit_head(embeddings[~test], attribute[~test], n_logits=n_logits, sample_weight=weight[~test], l2=l2)
-            probs[test] = _probabilities(embeddings[test] @ fit.W.T + fit.b)
+            probs[test] = class_probabilities(embeddings[test] @ fit.W.T + fit.b)
         refined = labels.copy()
         for y in range(n_classes):
             members = np.flatnonzero(labels == y)
@@ -212,14 +212,6 @@ def refine_attributes(
             refined[top] = others.argmax(axis=1)
         attribute = refined
     return attribute
-
-
-def _probabilities(logits: np.ndarray) -> np.ndarray:
-    if logits.shape[1] == 1:
-        logits = np.hstack([np.zeros_like(logits), logits])
-    logits = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def stratified_folds(labels: np.ndarray, folds: int, rng: np.random.Generator) -> np.ndarray:

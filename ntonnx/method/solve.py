@@ -118,9 +118,14 @@ def afr_weights(logits: np.ndarray, labels: np.ndarray, gamma: float) -> np.ndar
     return weights
 
 
+def class_probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the head's logits of shape (n_samples, n_logits); one logit gives [1 - sigmoid, sigmoid]."""
+    return _softmax(_two_column(logits))
+
+
 def true_class_probability(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Softmax (or, for one logit, sigmoid) probability of each sample's true class."""
-    probs = _softmax(_two_column(logits))
+    probs = class_probabilities(logits)
     return probs[np.arange(len(labels)), labels]
 
 
@@ -350,7 +355,7 @@ def _curvature_map(
     z = (X[rows][:, kept].astype(np.float64) - mu) / sd
     if fit_intercept:
         z = np.hstack([z, np.ones((len(z), 1))])
-    probs = _softmax(_two_column(z @ theta0.T))
+    probs = class_probabilities(z @ theta0.T)
     factors = curvature_factors(z, probs, weight[rows], single_logit=single_logit)
     if factors is None:
         return None

@@ -90,3 +90,25 @@ def test_kronecker_gradient_map_is_the_adjoint_of_the_weight_map():
     change = kronecker_map(factors, damping=1e-3)
     u, grad = rng.standard_normal((3, 10)), rng.standard_normal((3, 10))
     assert np.sum(change.weights(u) * grad) == pytest.approx(np.sum(u * change.gradient(grad)), rel=1e-10)
+
+
+def test_gate_declines_uncorrelated_embeddings_on_a_first_look_of_few_rows(monkeypatch):
+    # the full 1024-row factors cost a SYRK of the size of the Gram: nearly uncorrelated embeddings
+    # must be declined on the 256-row first look, correlated ones must still get the full estimate
+    from ntonnx.method import solve
+
+    looked_at: list[int] = []
+    real = solve.curvature_factors
+
+    def counting(z, *args, **kwargs):
+        looked_at.append(len(z))
+        return real(z, *args, **kwargs)
+
+    monkeypatch.setattr(solve, "curvature_factors", counting)
+    Xi, yi = iid(3000, 256, 2, seed=10)
+    assert not fit_head(Xi, yi, n_logits=2, sample_weight=class_balanced_weights(yi)).preconditioned
+    assert looked_at == [256]
+    looked_at.clear()
+    Xc, yc = correlated(3000, 256, 2, seed=10)
+    assert fit_head(Xc, yc, n_logits=2, sample_weight=class_balanced_weights(yc)).preconditioned
+    assert looked_at == [256, 1024]

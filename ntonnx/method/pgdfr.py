@@ -50,6 +50,9 @@ GATE_MARGIN = 0.05
 GATE_FOLDS = 5
 #: Ridge of the class-balanced re-fit (``llr``'s default).
 LLR_L2 = 1e-3
+#: Ridges (:func:`ntonnx.method.solve.fit_head`'s convention) the weighted re-fit chooses from:
+#: from ``llr``'s to one that leaves only the strongest direction.
+WEIGHTED_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 @dataclass
@@ -67,7 +70,8 @@ class PGDFRFit:
     guard_refit : the chosen re-fit's cross-fitted worst pseudo-group accuracy (balanced accuracy
         on the class-balanced branch).
     guard_original : the original head's on the same samples.
-    C : DFR's chosen inverse L1 strength (NaN on the class-balanced branch).
+    C : DFR's chosen inverse L1 strength (NaN on the other branches).
+    l2 : the weighted re-fit's chosen ridge (NaN on the other branches).
     minority_counts : ndarray of shape (n_classes,), pseudo-minority samples per class.
     holdout_predictions : ndarray of shape (n_samples,), the re-fit's cross-fitted predictions.
     pseudo_groups : ndarray of shape (n_samples,), the pseudo-groups used.
@@ -83,6 +87,7 @@ class PGDFRFit:
     guard_original: float
     C: float
     minority_counts: np.ndarray
+    l2: float = float("nan")
     holdout_predictions: np.ndarray | None = None
     pseudo_groups: np.ndarray | None = None
 
@@ -140,6 +145,7 @@ def fit_pgdfr(
     gate_refit_predictions = _cross_fitted_llr(embeddings, labels, original, fit_intercept, seed)
     gate_original = balanced_accuracy(original_predictions, labels)
     gate_refit = balanced_accuracy(gate_refit_predictions, labels)
+    l2 = float("nan")
     if gate_refit - gate_original > gate_margin:
         branch, C = "class-balanced", float("nan")
         fit = fit_head(
@@ -154,7 +160,7 @@ def fit_pgdfr(
         W, b, holdout = fit.W, fit.b, gate_refit_predictions
     elif refit == "weighted":
         branch = "pseudo-group weighted"
-        W, b, holdout = _weighted_refit(embeddings, labels, pseudo.groups, original, fit_intercept, seed)
+        W, b, holdout, l2 = _weighted_refit(embeddings, labels, pseudo.groups, original, fit_intercept, seed)
         C = float("nan")
     else:
         branch = "pseudo-group dfr"
@@ -190,6 +196,7 @@ def fit_pgdfr(
         guard_original=guard_original,
         C=C,
         minority_counts=pseudo.minority_counts(n_classes),
+        l2=l2,
         holdout_predictions=holdout,
         pseudo_groups=pseudo.groups,
     )
@@ -232,27 +239,39 @@ def _weighted_refit(
     original: tuple[np.ndarray, np.ndarray],
     fit_intercept: bool,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group-balanced L2 re-fit on everything, and each sample predicted by the fit on the other half."""
+    l2_grid: tuple[float, ...] = WEIGHTED_L2_GRID,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Group-balanced L2 re-fit on every sample, its ridge chosen as DFR chooses ``C``.
 
-    def fit(rows: np.ndarray):
+    Every ridge of ``l2_grid`` is fitted on each stratified half and scored by the worst
+    pseudo-group accuracy on the other half (mean of both directions; ties go to the stronger
+    ridge). Returns ``(W, b, holdout, l2)``: the chosen ridge fitted on everything, and each
+    sample's class predicted by that ridge's fit on the other half.
+    """
+
+    def fit(rows: np.ndarray, l2: float):
         return fit_head(
             embeddings[rows],
             labels[rows],
             n_logits=original[0].shape[0],
             sample_weight=group_balanced_weights(groups[rows]),
-            l2=LLR_L2,
+            l2=l2,
             init=original,
             fit_intercept=fit_intercept,
         )
 
     fold_of = stratified_folds(groups, 2, np.random.default_rng(seed + 3))
-    holdout = np.empty(len(labels), dtype=np.int64)
+    holdout = {l2: np.empty(len(labels), dtype=np.int64) for l2 in l2_grid}
+    validation = {l2: 0.0 for l2 in l2_grid}
     for f in range(2):
-        half = fit(fold_of != f)
-        holdout[fold_of == f] = predict(embeddings[fold_of == f] @ half.W.T + half.b)
-    full = fit(np.ones(len(labels), dtype=bool))
-    return full.W, full.b, holdout
+        scored = fold_of == f
+        for l2 in l2_grid:
+            half = fit(~scored, l2)
+            holdout[l2][scored] = predict(embeddings[scored] @ half.W.T + half.b)
+            validation[l2] += worst_group_accuracy(holdout[l2][scored], labels[scored], groups[scored]) / 2
+    best = max(l2_grid, key=lambda l2: (validation[l2], l2))
+    full = fit(np.ones(len(labels), dtype=bool), best)
+    return full.W, full.b, holdout[best], best
 
 
 class Pgdfr(Method):

@@ -26,6 +26,8 @@ from ntonnx.method.metrics import predict
 from ntonnx.method.precondition import (
     GATE_ROWS_PER_COLUMN,
     GATE_SHRINKAGE,
+    PRE_GATE_ROWS,
+    PRE_GATE_SHRINKAGE,
     KroneckerMap,
     curvature_factors,
     kronecker_map,
@@ -352,11 +354,21 @@ def _curvature_map(
     if gate and len(X) < GATE_ROWS_PER_COLUMN * theta0.shape[1]:
         return None
     rows = sample_rows(len(X))
-    z = (X[rows][:, kept].astype(np.float64) - mu) / sd
-    if fit_intercept:
-        z = np.hstack([z, np.ones((len(z), 1))])
-    probs = class_probabilities(z @ theta0.T)
-    factors = curvature_factors(z, probs, weight[rows], single_logit=single_logit)
+
+    def factors_of(rows: np.ndarray):
+        z = (X[rows][:, kept].astype(np.float64) - mu) / sd
+        if fit_intercept:
+            z = np.hstack([z, np.ones((len(z), 1))])
+        probs = class_probabilities(z @ theta0.T)
+        return curvature_factors(z, probs, weight[rows], single_logit=single_logit)
+
+    if gate and len(rows) > 2 * PRE_GATE_ROWS:
+        first_look = factors_of(rows[:: len(rows) // PRE_GATE_ROWS][:PRE_GATE_ROWS])
+        if first_look is None or first_look.shrinkage > PRE_GATE_SHRINKAGE:
+            logger.debug("head solve: Ledoit-Wolf shrinkage %.4f on %d rows, not preconditioned",
+                         np.nan if first_look is None else first_look.shrinkage, PRE_GATE_ROWS)  # fmt: skip
+            return None
+    factors = factors_of(rows)
     if factors is None:
         return None
     use = not gate or factors.shrinkage <= GATE_SHRINKAGE

@@ -27,23 +27,36 @@ def _wga(W, b, x, y, a):
     return min(correct[(y == i) & (a == j)].mean() for i in (0, 1) for j in (0, 1))
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_pgdfr_raises_worst_group_where_a_class_balanced_refit_does_not(seed):
+@pytest.mark.parametrize(("seed", "refit"), [(0, "weighted"), (1, "weighted"), (0, "subsample")])
+def test_pgdfr_raises_worst_group_where_a_class_balanced_refit_does_not(seed, refit):
     rng = np.random.default_rng(seed)
     x, y, _ = _planted(4000, 0.95, rng)
     erm = fit_head(x, y, n_logits=1, l2=1e-4)
     xh, yh, _ = _planted(800, 0.95, rng)
     xt, yt, at = _planted(4000, 0.5, rng)
     llr = fit_head(xh, yh, n_logits=1, sample_weight=class_balanced_weights(yh), l2=1e-3, init=(erm.W, erm.b))
-    fit = fit_pgdfr(xh, yh, (erm.W, erm.b), seed=seed)
+    fit = fit_pgdfr(xh, yh, (erm.W, erm.b), seed=seed, refit=refit)
     base, balanced, ours = (
         _wga(erm.W, erm.b, xt, yt, at),
         _wga(llr.W, llr.b, xt, yt, at),
         _wga(fit.W, fit.b, xt, yt, at),
     )
-    assert fit.branch == "pseudo-group dfr" and not fit.kept_original
+    assert fit.branch == f"pseudo-group {'weighted' if refit == 'weighted' else 'dfr'}" and not fit.kept_original
     assert balanced < base + 0.05  # the class-balanced re-fit keeps the shortcut
     assert ours > base + 0.25 and ours > balanced + 0.25
+
+
+def test_pgdfr_averages_the_heads_of_independent_pseudo_group_inferences():
+    rng = np.random.default_rng(2)
+    x, y, _ = _planted(3000, 0.95, rng)
+    erm = fit_head(x, y, n_logits=1, l2=1e-4)
+    xh, yh, _ = _planted(600, 0.95, rng)
+    bagged = fit_pgdfr(xh, yh, (erm.W, erm.b), seed=5, n_bags=3, guard=False)
+    singles = [fit_pgdfr(xh, yh, (erm.W, erm.b), seed=5 + 7919 * k, n_bags=1, guard=False) for k in range(3)]
+    assert len(bagged.l2) == 3 and bagged.l2 == [single.l2[0] for single in singles]
+    np.testing.assert_allclose(bagged.W, np.mean([single.W for single in singles], axis=0), rtol=1e-12)
+    np.testing.assert_allclose(bagged.b, np.mean([single.b for single in singles], axis=0), rtol=1e-12)
+    assert not np.allclose(singles[0].W, singles[1].W)  # the bags differ: there is something to average
 
 
 def test_pgdfr_gate_takes_the_class_balanced_refit_on_balanced_data():

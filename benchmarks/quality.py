@@ -137,6 +137,7 @@ def run_kind(heldout: Activations, test: Activations, head, seeds: list[int]) ->
                 "branch": pg.branch,
                 "kept_original": pg.kept_original,
                 "gate": [pg.gate_original, pg.gate_refit],
+                "confidence_gap": pg.confidence_gap,
                 "guard": [pg.guard_refit, pg.guard_original],
                 "l2": pg.l2,
                 "minority": pg.minority_counts.tolist(),
@@ -146,7 +147,14 @@ def run_kind(heldout: Activations, test: Activations, head, seeds: list[int]) ->
         raw = pg if pg.branch != "class-balanced" and not pg.kept_original else None
         if raw is None:
             raw = fit_pgdfr(
-                heldout.embeddings, heldout.labels, head, seed=seed, gate_margin=np.inf, guard=False, pseudo=pseudo
+                heldout.embeddings,
+                heldout.labels,
+                head,
+                seed=seed,
+                gate_margin=np.inf,
+                confidence_gap=np.inf,
+                guard=False,
+                pseudo=pseudo,
             )
         guarded = head if raw.guard_refit < raw.guard_original else (raw.W, raw.b)
         out["ablation: pgdfr, no gate"].append(score(*guarded, test))
@@ -268,7 +276,8 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
             d0 = dec[0]
             lines.append(
                 f"- {kind}: pgdfr took {decision_text(dec)}; gate (balanced acc original vs cross-fitted llr) "
-                f"{d0['gate'][0]:.3f} vs {d0['gate'][1]:.3f}; guard (re-fit vs original) "
+                f"{d0['gate'][0]:.3f} vs {d0['gate'][1]:.3f}, original's confidence − accuracy "
+                f"{d0['confidence_gap']:+.3f}; guard (re-fit vs original) "
                 f"{np.mean([d['guard'][0] for d in dec]):.3f} vs {np.mean([d['guard'][1] for d in dec]):.3f}; "
                 f"pseudo-minority per class (first bag) {d0['minority']}; ridges chosen "
                 f"{sorted({v for d in dec for v in d['l2'] if v == v})}; "

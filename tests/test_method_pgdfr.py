@@ -70,6 +70,20 @@ def test_pgdfr_gate_takes_the_class_balanced_refit_on_balanced_data():
     assert fit.W.shape == (2, x.shape[1])
 
 
+def test_pgdfr_gate_opens_when_the_original_is_confidently_wrong_on_the_held_out_data():
+    # the second sign alone (the re-fit-gain sign disabled): an original head trained where the
+    # shortcut holds is far more confident than accurate on group-balanced data, not on biased data
+    rng = np.random.default_rng(6)
+    x, y, _ = _planted(4000, 0.95, rng)
+    erm = fit_head(x, y, n_logits=1, l2=1e-4)
+    balanced = _planted(800, 0.5, rng)[:2]
+    biased = _planted(800, 0.95, rng)[:2]
+    opened = fit_pgdfr(*balanced, (erm.W, erm.b), gate_margin=np.inf)
+    shut = fit_pgdfr(*biased, (erm.W, erm.b), gate_margin=np.inf)
+    assert opened.branch == "class-balanced" and opened.confidence_gap > 0.10
+    assert shut.branch == "pseudo-group weighted" and shut.confidence_gap < 0.10
+
+
 def test_guard_keeps_the_original_head_when_the_refit_is_worse():
     """A robust original head (the core direction) and too little data for a re-fit to match it."""
     rng = np.random.default_rng(0)

@@ -25,11 +25,17 @@ average is one head); see ``benchmarks/results/quality_notes.md`` for the number
 Two checks keep it from doing harm:
 
 gate
-    If the held-out data already break the shortcut (e.g. they are group-balanced), the original
-    head does poorly on them and a plain class-balanced re-fit does much better. Measured
-    label-free: when a cross-fitted class-balanced re-fit beats the original head's balanced
-    (mean per-class) accuracy on the held-out set by more than ``GATE_MARGIN``, ``pgdfr`` returns
-    that class-balanced re-fit: subsampling data that are already good only throws samples away.
+    If the held-out data already break the shortcut (e.g. they are group-balanced), ``pgdfr``
+    returns a plain class-balanced re-fit: on such data the bias model's mistakes are merely the
+    hard samples, and balancing them costs 5-20 points. Two label-free signs, either one opens it:
+    a cross-fitted class-balanced re-fit beats the original head's balanced (mean per-class)
+    accuracy on the held-out set by more than ``GATE_MARGIN`` (the data teach something the
+    original did not learn); or the original head's mean confidence exceeds its accuracy on the
+    held-out set by more than ``GATE_CONFIDENCE_GAP`` (it is confidently wrong on many samples,
+    which it is not on data distributed like its training data). The second sign was added when
+    the first stayed shut on group-balanced data of a hard task (original 0.69, re-fit 0.72-0.75);
+    on the benchmark the gap was -0.16 to +0.04 on every biased held-out set and +0.12 to +0.46 on
+    the balanced sets of every image case.
 guard
     The pseudo-group re-fit's cross-fitted worst pseudo-group accuracy (each sample predicted by
     a fit that did not see it) is compared with the original head's on the same samples; if the
@@ -52,12 +58,14 @@ from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.dfr import C_GRID, N_DRAWS, fit_dfr
 from ntonnx.method.metrics import balanced_accuracy, predict, worst_group_accuracy
 from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups, stratified_folds
-from ntonnx.method.solve import class_balanced_weights, fit_head, group_balanced_weights
+from ntonnx.method.solve import class_balanced_weights, class_probabilities, fit_head, group_balanced_weights
 
 logger = logging.getLogger("ntonnx")
 
 #: The gate opens when the cross-fitted class-balanced re-fit's balanced accuracy beats the original's by this.
 GATE_MARGIN = 0.05
+#: The gate also opens when the original head's mean confidence exceeds its held-out accuracy by this.
+GATE_CONFIDENCE_GAP = 0.10
 #: Folds of the gate's cross-fitted class-balanced re-fit.
 GATE_FOLDS = 5
 #: Ridge of the class-balanced re-fit (``llr``'s default).
@@ -83,6 +91,7 @@ class PGDFRFit:
     kept_original : the guard kept the original head.
     gate_original : the original head's balanced accuracy on the held-out data.
     gate_refit : the cross-fitted class-balanced re-fit's balanced accuracy on the held-out data.
+    confidence_gap : the original head's mean top probability minus its accuracy on the held-out data.
     guard_refit : the chosen re-fit's cross-fitted worst pseudo-group accuracy (balanced accuracy
         on the class-balanced branch).
     guard_original : the original head's on the same samples.
@@ -99,6 +108,7 @@ class PGDFRFit:
     kept_original: bool
     gate_original: float
     gate_refit: float
+    confidence_gap: float
     guard_refit: float
     guard_original: float
     C: list[float]
@@ -112,7 +122,8 @@ class PGDFRFit:
         head = "kept the original head" if self.kept_original else f"re-fit by {self.branch}"
         return (
             f"pgdfr: {head} (gate: balanced accuracy original {self.gate_original:.3f} vs class-balanced re-fit "
-            f"{self.gate_refit:.3f}; guard: worst pseudo-group accuracy re-fit {self.guard_refit:.3f} vs original "
+            f"{self.gate_refit:.3f}, original's confidence minus accuracy {self.confidence_gap:+.3f}; "
+            f"guard: worst pseudo-group accuracy re-fit {self.guard_refit:.3f} vs original "
             f"{self.guard_original:.3f})"
         )
 
@@ -125,6 +136,7 @@ def fit_pgdfr(
     fit_intercept: bool = True,
     seed: int = 0,
     gate_margin: float = GATE_MARGIN,
+    confidence_gap: float = GATE_CONFIDENCE_GAP,
     guard: bool = True,
     C_grid: tuple[float, ...] = C_GRID,
     n_draws: int = N_DRAWS,
@@ -142,7 +154,8 @@ def fit_pgdfr(
     original : the original head ``(W, b)``, W of shape (n_logits, dim).
     fit_intercept : False keeps ``b`` at zero (heads without a bias input).
     seed : seed of the folds, halves and subsamples.
-    gate_margin : balanced-accuracy gain that opens the gate; ``inf`` disables the gate.
+    gate_margin : balanced-accuracy gain that opens the gate; ``inf`` (with ``confidence_gap``) disables the gate.
+    confidence_gap : confidence-minus-accuracy gap of the original head that opens the gate.
     guard : False always returns the re-fit.
     refit : ``"weighted"``: one L2 re-fit (started from the original head) on every sample, the
         pseudo-groups balanced by sample weights, its ridge chosen by the worst pseudo-group
@@ -158,14 +171,16 @@ def fit_pgdfr(
     n_logits = W0.shape[0]
     n_classes = max(n_logits, 2)
     labels = np.asarray(labels, dtype=np.int64)
-    original_predictions = predict(embeddings @ W0.T + b0)
+    original_probabilities = class_probabilities(embeddings @ W0.T + b0)
+    original_predictions = original_probabilities.argmax(axis=1)
+    observed_gap = float(original_probabilities.max(axis=1).mean() - np.mean(original_predictions == labels))
     if pseudo is None:
         pseudo = bias_model_groups(embeddings, labels, n_classes, seed=seed)
 
     gate_refit_predictions = _cross_fitted_llr(embeddings, labels, original, fit_intercept, seed)
     gate_original = balanced_accuracy(original_predictions, labels)
     gate_refit = balanced_accuracy(gate_refit_predictions, labels)
-    if gate_refit - gate_original > gate_margin:
+    if gate_refit - gate_original > gate_margin or observed_gap > confidence_gap:
         fit = fit_head(
             embeddings,
             labels,
@@ -202,6 +217,7 @@ def fit_pgdfr(
         kept_original=bool(kept),
         gate_original=gate_original,
         gate_refit=gate_refit,
+        confidence_gap=observed_gap,
         guard_refit=guard_refit,
         guard_original=guard_original,
         C=[bag.C for bag in bags],
@@ -355,7 +371,11 @@ class Pgdfr(Method):
         details = {
             "branch": fit.branch,
             "kept_original": fit.kept_original,
-            "gate": {"original_balanced_accuracy": fit.gate_original, "refit_balanced_accuracy": fit.gate_refit},
+            "gate": {
+                "original_balanced_accuracy": fit.gate_original,
+                "refit_balanced_accuracy": fit.gate_refit,
+                "original_confidence_minus_accuracy": fit.confidence_gap,
+            },
             "guard": {"refit": fit.guard_refit, "original": fit.guard_original},
             "C": [None if np.isnan(c) else c for c in fit.C],
             "l2": [None if np.isnan(v) else v for v in fit.l2],

@@ -46,6 +46,17 @@ def test_pgdfr_raises_worst_group_where_a_class_balanced_refit_does_not(seed, re
     assert ours > base + 0.25 and ours > balanced + 0.25
 
 
+def test_pgdfr_subsamples_when_there_are_no_more_samples_than_dimensions():
+    # n <= dim + 1: any labelling is separable and weights lose their grip, so DFR's subsampling
+    rng = np.random.default_rng(7)
+    x, y, _ = _planted(3000, 0.95, rng, n_noise=48)
+    erm = fit_head(x, y, n_logits=1, l2=1e-4)
+    wide = _planted(65, 0.95, rng, n_noise=48)[:2]
+    tall = _planted(400, 0.95, rng, n_noise=48)[:2]
+    assert fit_pgdfr(*wide, (erm.W, erm.b), guard=False, n_bags=1).branch == "pseudo-group dfr"
+    assert fit_pgdfr(*tall, (erm.W, erm.b), guard=False, n_bags=1).branch == "pseudo-group weighted"
+
+
 def test_pgdfr_averages_the_heads_of_independent_pseudo_group_inferences():
     rng = np.random.default_rng(2)
     x, y, _ = _planted(3000, 0.95, rng)

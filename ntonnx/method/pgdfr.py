@@ -175,6 +175,8 @@ def fit_pgdfr(
     """
     if refit not in ("auto", "subsample", "weighted"):
         raise ValueError(f"refit must be 'auto', 'subsample' or 'weighted', got {refit!r}")
+    if n_bags < 1:
+        raise ValueError(f"n_bags must be at least 1, got {n_bags}")
     if refit == "auto":
         refit = "subsample" if len(labels) <= embeddings.shape[1] + 1 else "weighted"
     W0, b0 = (np.asarray(a, dtype=np.float64) for a in original)

@@ -367,7 +367,10 @@ def _weighted_refit(
 
 class Pgdfr(Method):
     name = "pgdfr"
-    summary = "label-free DFR: L1 re-fit on bias-model pseudo-groups, with a gate and a no-harm guard"
+    summary = (
+        "label-free DFR: a re-fit balancing bias-model pseudo-groups (weights, or DFR's subsampling when "
+        "samples <= dimensions), 3 bags averaged, with a gate and a no-harm guard"
+    )
     uses_all_heldout = True
 
     def fit(self, inputs: FitInputs) -> Refit:

@@ -24,7 +24,7 @@ subsample (no more samples than embedding dimensions + 1)
     linearly separable (Cover), and on separable data sample weights lose their grip: the fit
     approaches the same maximum-margin direction whatever the weights, and only a ridge strong
     enough to blur every direction moves it. Subsampling changes the data instead (1280-d embeddings
-    of 1000-1200 samples: 62.7 / 43.2 / 60.5 vs 52.0 / 33.2 / 45.5 for the weighted form).
+    of 1000-1200 samples: 64.4 / 41.9 / 59.5 vs 52.0 / 33.2 / 45.5 for the weighted form).
 
 Pseudo-groups vary with the bias model's folds, and so did the re-fit (test worst-group accuracy
 47-72 over three seeds on one case), so ``N_BAGS`` independent inferences are each re-fitted and

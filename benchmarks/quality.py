@@ -256,7 +256,9 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
         "Only `dfr (group labels)` reads group labels (fitting *and* choosing C); every other row is label-free. "
         "Seeds vary the identification/tuning split (llr, neurontune, afr) or the halves and subsamples "
         "(the DFR-style rows). Design cases (the one configuration was chosen looking at these): "
-        f"{', '.join(DESIGN_CASES)}; all other cases are held out.",
+        f"{', '.join(DESIGN_CASES)}; all other cases are held out, except for one rule: `pgdfr` subsamples "
+        "instead of weighting when samples <= dimensions + 1, a rule chosen after every case had been seen "
+        "(see `quality_notes.md`).",
         "",
     ]
     summary = [

@@ -26,6 +26,7 @@ CASES = {
     "colored_fashion10": "sample_models.cases.colored_fashion10",
     "fashion_scenes_ft": "sample_models.cases.fashion_scenes_ft",
     "shoes_scenes_ft": "sample_models.cases.shoes_scenes_ft",
+    "shoes_scenes_ft_large": "sample_models.cases.shoes_scenes_ft_large",
     "cmnist_weak": "sample_models.cases.cmnist_weak",
     "fortunes_weak": "sample_models.cases.fortunes_weak",
 }

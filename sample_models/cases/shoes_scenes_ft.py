@@ -27,14 +27,8 @@ SIZE = 40
 SIZES = Sizes(train=2000, heldout_biased=1000, heldout_balanced=1000, test=1600)
 
 
-def build(out: Path, seed: int, log=print) -> dict:
-    return fashion_scenes_ft.build(
-        out,
-        seed,
-        log,
-        name=NAME,
-        class_of=CLASS_OF,
-        size=SIZE,
-        sizes=SIZES,
-        task="sneaker (y=0) vs ankle boot (y=1) on temple (a=0) / flower (a=1) backgrounds",
-    )
+TASK = "sneaker (y=0) vs ankle boot (y=1) on temple (a=0) / flower (a=1) backgrounds"
+
+
+def build(out: Path, seed: int, log=print, *, name: str = NAME, sizes: Sizes = SIZES, task: str = TASK) -> dict:
+    return fashion_scenes_ft.build(out, seed, log, name=name, class_of=CLASS_OF, size=SIZE, sizes=sizes, task=task)

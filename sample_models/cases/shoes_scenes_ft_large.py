@@ -12,22 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sample_models.cases import fashion_scenes_ft
+from sample_models.cases import shoes_scenes_ft
 from sample_models.cases.common import Sizes
-from sample_models.cases.shoes_scenes_ft import CLASS_OF, SIZE
 
 NAME = "shoes_scenes_ft_large"
 SIZES = Sizes(train=2000, heldout_biased=3000, heldout_balanced=1000, test=1600)
 
 
 def build(out: Path, seed: int, log=print) -> dict:
-    return fashion_scenes_ft.build(
-        out,
-        seed,
-        log,
-        name=NAME,
-        class_of=CLASS_OF,
-        size=SIZE,
-        sizes=SIZES,
-        task="sneaker (y=0) vs ankle boot (y=1) on temple (a=0) / flower (a=1) backgrounds, 3000 biased held-out",
+    return shoes_scenes_ft.build(
+        out, seed, log, name=NAME, sizes=SIZES, task=f"{shoes_scenes_ft.TASK}, 3000 biased held-out"
     )

@@ -67,3 +67,23 @@ def test_fit_dfr_without_intercept_keeps_the_bias_zero():
     fit = fit_dfr(X, y, groups, n_logits=2, fit_intercept=False, n_draws=2)
     assert np.all(fit.b == 0)
     assert (predict(X @ fit.W.T) == y).mean() > 0.7
+
+
+def test_fit_dfr_keeps_the_rows_of_classes_without_samples_and_fits_against_them():
+    # a 4-class head whose held-out data hold classes 0 and 2 only: rows 1 and 3 must come back
+    # bit-identical (the CLI's warning says so) and still be predicted where they win
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((4, 12)) * 3
+    y = rng.choice([0, 2], size=240)
+    X = centres[y] + rng.standard_normal((240, 12))
+    groups = 2 * y + (rng.random(240) < 0.5)
+    W0, b0 = centres.copy(), -0.5 * (centres**2).sum(axis=1)
+    fit = fit_dfr(X, y, groups, n_logits=4, original=(W0, b0), n_draws=2)
+    np.testing.assert_array_equal(fit.W[[1, 3]], W0[[1, 3]])
+    np.testing.assert_array_equal(fit.b[[1, 3]], b0[[1, 3]])
+    X_other = centres[[1, 3]] + 0.1 * rng.standard_normal((2, 12))
+    assert list(predict(X_other @ fit.W.T + fit.b)) == [1, 3]
+    assert (predict(X @ fit.W.T + fit.b) == y).mean() > 0.95
+    assert set(np.unique(fit.holdout_predictions)) <= {-1, 0, 2}
+    blind = fit_dfr(X, y, groups, n_logits=4, n_draws=2)  # without the original: the absent rows are pushed down
+    assert predict(X_other @ blind.W.T + blind.b).tolist() != [1, 3]

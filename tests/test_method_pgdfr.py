@@ -199,3 +199,13 @@ def test_cli_keeps_the_original_head_exits_7_and_force_write_overrides(tmp_path)
     assert forced.exit_code == 0, forced.output
     written = onnx.load(tmp_path / "f.onnx")
     assert not np.array_equal(read_head(written, locate_head(written))[0], W)
+
+
+@pytest.mark.parametrize("refit", ["subsample", "weighted"])
+def test_pgdfr_keeps_the_rows_of_classes_without_samples(refit):
+    rng = np.random.default_rng(8)
+    x, y, _ = _planted(300, 0.95, rng, n_noise=8)
+    W0, b0 = rng.standard_normal((3, x.shape[1])), rng.standard_normal(3)  # a 3-class head; data of classes 0, 1
+    fit = fit_pgdfr(x, y, (W0, b0), guard=False, refit=refit, n_bags=1, gate_margin=np.inf, confidence_gap=np.inf)
+    np.testing.assert_array_equal(fit.W[2], W0[2])
+    assert fit.b[2] == b0[2]

@@ -34,7 +34,7 @@ import numpy as np
 
 from ntonnx.method.base import FitInputs, Method, Refit
 from ntonnx.method.metrics import accuracy_by, predict
-from ntonnx.method.solve import ConvergenceWarning, class_balanced_weights
+from ntonnx.method.solve import ConvergenceWarning, class_balanced_weights, fitted_rows
 
 #: DFR's published grid of inverse L1 strengths.
 C_GRID: tuple[float, ...] = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
@@ -76,6 +76,7 @@ def l1_logistic(
     fit_intercept: bool = True,
     max_iter: int = 5000,
     tol: float = 1e-6,
+    held_lse: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimise ``C * sum_i s_i * loss_i + ||coef||_1`` over ``coef`` and an unpenalised intercept.
 
@@ -89,6 +90,10 @@ def l1_logistic(
     init : ``(coef, intercept)`` to start from (warm start), shapes as returned.
     fit_intercept : False keeps the intercept at zero.
     max_iter, tol : L-BFGS-B limits (``tol`` on the largest projected gradient entry).
+    held_lse : ndarray of shape (n_samples,), or None: the log-sum-exp of the logits of classes
+        that are not fitted but still compete in the softmax (the rows of a head's classes without
+        samples, kept as they are). Given, the loss is a softmax over ``n_classes`` fitted columns
+        plus that fixed term, even for ``n_classes == 2``.
 
     Returns
     -------
@@ -101,7 +106,7 @@ def l1_logistic(
     Z = np.asarray(Z, dtype=np.float64)
     n, dim = Z.shape
     labels = np.asarray(labels, dtype=np.int64)
-    k = 1 if n_classes == 2 else n_classes
+    k = 1 if n_classes == 2 and held_lse is None else n_classes
     s = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     size = k * dim
     if k == 1:
@@ -122,6 +127,8 @@ def l1_logistic(
         else:
             top = scores.max(axis=1, keepdims=True)
             log_norm = top[:, 0] + np.log(np.exp(scores - top).sum(axis=1))
+            if held_lse is not None:
+                log_norm = np.logaddexp(log_norm, held_lse)
             loss = s @ (log_norm - scores[np.arange(n), labels])
             residual = (np.exp(scores - log_norm[:, None]) - onehot) * s[:, None]
         grad_coef = C * (residual.T @ Z).ravel()
@@ -172,11 +179,18 @@ def fit_dfr(
     seed: int = 0,
     criterion: str = "worst",
     fit_intercept: bool = True,
+    original: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DFRFit:
     """DFR's re-fit on held-out data with one group per sample (see the module docstring).
 
     Groups must nest in classes (every group holds one class), as ``(class, attribute)`` groups
     and ``(class, pseudo-minority)`` pseudo-groups do; a class may hold a single group.
+
+    With ``original`` and a head of more than two outputs, the rows of classes without samples
+    are kept exactly as in ``original``: they compete in every softmax of the fit (their
+    log-sum-exp is a fixed term of the loss, as in :func:`ntonnx.method.solve.fit_head`) but are
+    never changed. Without it, every row is fitted, and a class without samples is pushed down
+    until it is never predicted.
 
     Parameters
     ----------
@@ -192,6 +206,7 @@ def fit_dfr(
         hold mislabelled samples (as inferred pseudo-minorities do).
     fit_intercept : False for a head without a bias: no intercept, and the embeddings are only
         scaled (by their root mean square), not centred, so the folded bias stays zero.
+    original : the original head ``(W, b)``, whose rows of classes without samples are kept.
     """
     if criterion not in ("worst", "mean"):
         raise ValueError(f"criterion must be 'worst' or 'mean', got {criterion!r}")
@@ -204,6 +219,31 @@ def fit_dfr(
     sd[sd == 0] = 1.0
     Z = (X - mu) / sd
     rng = np.random.default_rng(seed)
+    fitted = np.arange(n_classes)
+    held_logits = held_lse = None
+    if original is not None and n_logits > 2:
+        fitted = fitted_rows(labels, n_logits)
+        held = np.setdiff1d(np.arange(n_logits), fitted)
+        if held.size:
+            from scipy.special import logsumexp
+
+            W0, b0 = (np.asarray(a, dtype=np.float64) for a in original)
+            held_logits = X @ W0[held].T + b0[held]
+            held_lse = logsumexp(held_logits, axis=1)
+            labels = np.searchsorted(fitted, labels)  # classes as columns of the fitted rows
+    n_fitted = len(fitted)
+
+    def predicted(rows: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+        """Classes (as fitted columns; a held class counts as ``n_fitted``) predicted on ``rows``."""
+        scores = Z[rows] @ coef.T + intercept
+        if held_logits is None:
+            return predict(scores)
+        top_held = held_logits[rows].max(axis=1)
+        choice = scores.argmax(axis=1)
+        return np.where(scores.max(axis=1) >= top_held, choice, n_fitted)
+
+    def held_part(rows: np.ndarray) -> np.ndarray | None:
+        return None if held_lse is None else held_lse[rows]
 
     halves = _stratified_halves(groups, rng)
     grid = sorted(C_grid)  # small C first: sparse solutions warm-start the denser ones
@@ -217,14 +257,14 @@ def fit_dfr(
             start = l1_logistic(
                 Z[train],
                 labels[train],
-                n_classes=n_classes,
+                n_classes=n_fitted,
                 C=c,
                 sample_weight=weight,
                 init=start,
                 fit_intercept=fit_intercept,
+                held_lse=held_part(train),
             )
-            coef, intercept = start
-            predictions = predict(Z[score_part] @ coef.T + intercept)
+            predictions = predicted(score_part, *start)
             holdout[c][score_part] = predictions
             scores[c].append(_group_score(predictions, labels[score_part], groups[score_part], criterion))
     validation = {c: float(np.mean(v)) for c, v in scores.items()}
@@ -237,17 +277,24 @@ def fit_dfr(
         start = l1_logistic(
             Z[train],
             labels[train],
-            n_classes=n_classes,
+            n_classes=n_fitted,
             C=best,
             sample_weight=class_balanced_weights(labels[train]),
             init=start,
             fit_intercept=fit_intercept,
+            held_lse=held_part(train),
         )
         coefs.append(start[0])
         intercepts.append(start[1])
     coef, intercept = np.mean(coefs, axis=0), np.mean(intercepts, axis=0)
-    W, b = fold_head(coef, intercept, mu, sd, n_logits)
-    return DFRFit(W=W, b=b, C=best, validation=validation, holdout_predictions=holdout[best])
+    if held_lse is None:
+        W, b = fold_head(coef, intercept, mu, sd, n_logits)
+        return DFRFit(W=W, b=b, C=best, validation=validation, holdout_predictions=holdout[best])
+    W, b = (np.array(a, dtype=np.float64) for a in original)
+    W[fitted], b[fitted] = fold_head(coef, intercept, mu, sd, n_fitted)
+    # cross-fitted predictions as class ids; a held class predicted is marked -1 (never a label)
+    holdout_classes = np.where(holdout[best] < n_fitted, fitted[np.minimum(holdout[best], n_fitted - 1)], -1)
+    return DFRFit(W=W, b=b, C=best, validation=validation, holdout_predictions=holdout_classes)
 
 
 def fold_head(
@@ -304,6 +351,7 @@ class Dfr(Method):
             n_logits=inputs.original[0].shape[0],
             seed=inputs.options.seed,
             fit_intercept=inputs.fit_intercept,
+            original=inputs.original,
         )
         return Refit(
             W=fit.W,

@@ -282,6 +282,7 @@ def _fit_bag(
             n_draws=n_draws,
             seed=seed,
             fit_intercept=fit_intercept,
+            original=original,
         )
         W, b, holdout, C, l2 = dfr.W, dfr.b, dfr.holdout_predictions, dfr.C, float("nan")
     return _Bag(

@@ -292,8 +292,8 @@ def fit_dfr(
         return DFRFit(W=W, b=b, C=best, validation=validation, holdout_predictions=holdout[best])
     W, b = (np.array(a, dtype=np.float64) for a in original)
     W[fitted], b[fitted] = fold_head(coef, intercept, mu, sd, n_fitted)
-    # cross-fitted predictions as class ids; a held class predicted is marked -1 (never a label)
-    holdout_classes = np.where(holdout[best] < n_fitted, fitted[np.minimum(holdout[best], n_fitted - 1)], -1)
+    # cross-fitted predictions as class ids; a held class predicted (column n_fitted) is -1, never a label
+    holdout_classes = np.append(fitted, -1)[holdout[best]]
     return DFRFit(W=W, b=b, C=best, validation=validation, holdout_predictions=holdout_classes)
 
 

@@ -91,6 +91,18 @@ def compose(garments: np.ndarray, attribute: np.ndarray, rng: np.random.Generato
     return out
 
 
+def save_scene_splits(
+    out: Path, garments: np.ndarray, labels: np.ndarray, parts: dict, rng: np.random.Generator, size: int
+) -> None:
+    """Compose and save the held-out and test splits: backgrounds biased as in training for
+    ``heldout_biased``, balanced for ``heldout_balanced`` and ``test``."""
+    for split in ("heldout_biased", "heldout_balanced", "test"):
+        idx = parts[split]
+        y = labels[idx]
+        a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
+        save_split(out / f"{split}.npz", {"image": compose(garments[idx], a, rng, size)}, y, groups_of(y, a))
+
+
 def backbone(num_classes: int = 2, image_size: int = SIZE):
     """EfficientNet-Lite0 with its ImageNet weights and a fresh ``num_classes`` head."""
     import contextlib
@@ -164,11 +176,7 @@ def build(out: Path, seed: int, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     example = torch.from_numpy(compose(images[keep[train_idx[:2]]], a_train[:2], rng))
     export_onnx(net, (example,), out / "model.onnx", ["image"])
-    for split in ("heldout_biased", "heldout_balanced", "test"):
-        idx = parts[split]
-        y = labels[idx]
-        a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
-        save_split(out / f"{split}.npz", {"image": compose(images[keep[idx]], a, rng)}, y, groups_of(y, a))
+    save_scene_splits(out, images[keep], labels, parts, rng, SIZE)
     return write_manifest(
         out,
         {

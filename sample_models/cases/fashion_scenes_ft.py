@@ -31,17 +31,14 @@ import numpy as np
 
 from sample_models.cases.common import (
     Sizes,
-    balanced_attribute,
     biased_attribute,
     export_onnx,
-    groups_of,
     partition,
-    save_split,
     seed_everything,
     train_erm,
     write_manifest,
 )
-from sample_models.cases.fashion_scenes import CLASS_OF, backbone, compose, load_fashion
+from sample_models.cases.fashion_scenes import CLASS_OF, backbone, compose, load_fashion, save_scene_splits
 
 NAME = "fashion_scenes_ft"
 AGREE = 0.95
@@ -94,11 +91,7 @@ def build(
 
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(net, (x_train[:2],), out / "model.onnx", ["image"])
-    for split in ("heldout_biased", "heldout_balanced", "test"):
-        idx = parts[split]
-        y = labels[idx]
-        a = biased_attribute(y, AGREE, rng) if split == "heldout_biased" else balanced_attribute(y, rng)
-        save_split(out / f"{split}.npz", {"image": compose(images[keep[idx]], a, rng, size)}, y, groups_of(y, a))
+    save_scene_splits(out, images[keep], labels, parts, rng, size)
     return write_manifest(
         out,
         {

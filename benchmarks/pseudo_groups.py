@@ -21,7 +21,6 @@ Run from the repository root, after ``python -m sample_models.cases extract ...`
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from quality import CACHE, DESIGN_CASES, RESULTS, load, score  # noqa: E402
+from quality import DESIGN_CASES, RESULTS, case_arguments, case_names, load, score  # noqa: E402
 
 from ntonnx.method.pgdfr import fit_pgdfr  # noqa: E402
 from ntonnx.method.pseudo_groups import PseudoGroups, bias_model_groups  # noqa: E402
@@ -111,15 +110,8 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, default=CACHE)
-    parser.add_argument("--cases", nargs="*", help="case names (default: every READY case)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true", help="print the table, do not write results/")
-    args = parser.parse_args()
-    names = args.cases or sorted(p.parent.name for p in args.cache.glob("*/READY"))
-    order = {n: i for i, n in enumerate(DESIGN_CASES)}
-    names.sort(key=lambda n: (order.get(n, len(order)), n))
+    args = case_arguments(__doc__.splitlines()[0], seeds=3).parse_args()
+    names = case_names(args.cache, args.cases)
     seeds = list(range(args.seeds))
     warnings.simplefilter("ignore")
     start = time.time()

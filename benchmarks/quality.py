@@ -345,12 +345,25 @@ def report(results: dict[str, dict], seeds: list[int], seconds: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def case_arguments(description: str, seeds: int) -> argparse.ArgumentParser:
+    """The options every benchmark over the cached cases takes (--cache, --cases, --seeds, --no-write)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument("--cases", nargs="*", help="case names (default: every READY case)")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--no-write", action="store_true", help="print the table, do not write results/")
+    return parser
+
+
+def case_names(cache: Path, cases: list[str] | None) -> list[str]:
+    """``cases``, or every READY case under ``cache``: design cases first, then the rest by name."""
+    names = list(cases) if cases else sorted(p.parent.name for p in cache.glob("*/READY"))
+    order = {n: i for i, n in enumerate(DESIGN_CASES)}
+    return sorted(names, key=lambda n: (order.get(n, len(order)), n))
+
+
+def main() -> None:
+    parser = case_arguments(__doc__.splitlines()[0], seeds=5)
     parser.add_argument(
         "--store",
         type=Path,
@@ -359,9 +372,7 @@ def main() -> None:
     )
     parser.add_argument("--rerun", action="store_true", help="recompute cases already in --store")
     args = parser.parse_args()
-    names = args.cases or sorted(p.parent.name for p in args.cache.glob("*/READY"))
-    order = {n: i for i, n in enumerate(DESIGN_CASES)}
-    names.sort(key=lambda n: (order.get(n, len(order)), n))
+    names = case_names(args.cache, args.cases)
     seeds = list(range(args.seeds))
     start = time.time()
     results = {}

@@ -22,7 +22,11 @@ _RUNNER = textwrap.dedent(
     point, marker = sys.argv[1], sys.argv[2]
     def pause():
         open(marker, "w").close()
-        time.sleep(60)
+        # Short sleeps, as a real run returns to Python between batches: the kernel may hand the
+        # signal to another thread (onnxruntime's, the background import), and then a single long
+        # sleep in the main thread is not cut short: the handler would run only after it ends.
+        for _ in range(1200):
+            time.sleep(0.05)
     if point == "extraction":
         import ntonnx.graph.runtime as runtime
         original_run = runtime.ModelRunner.run

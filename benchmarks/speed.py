@@ -241,7 +241,7 @@ def pipeline_table(
             commands = {
                 "bare onnxruntime loop": ["bare", str(model), str(data), str(BATCH)],
                 "ntonnx extract": ["cli", "-q", "extract", str(model), "--data", str(data), "-o", acts,
-                                   "--batch-size", str(BATCH)],
+                                   "--batch-size", str(BATCH), "--force"],
                 "ntonnx tune": ["cli", "-q", "tune", str(model), "--data", str(data), "-o", tuned,
                                 "--batch-size", str(BATCH), "--force"],
             }  # fmt: skip

@@ -245,7 +245,9 @@ def fit_head(
     theta0 = np.hstack([W_init, b_fixed[:, None]]) if fit_intercept else W_init
     anchor = W_init.copy()
 
-    def block_terms(chunk: list[slice], V: np.ndarray, offset: np.ndarray, dtype) -> tuple[float, np.ndarray, ...]:
+    def block_terms(
+        chunk: list[slice], V: np.ndarray, offset: np.ndarray, dtype: type
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss and gradient sums over a run of row blocks (one thread's share of an evaluation)."""
         loss, grad_V, grad_b = 0.0, np.zeros((n_fit, dim)), np.zeros(n_fit)
         for rows in chunk:

@@ -65,6 +65,11 @@ def test_a_line_search_lost_in_float32_noise_ends_the_run_at_the_best_point():
     best = watch.best_result()
     assert best.success and best.fun == min(1.0 + 1e-10 * np.sin(i) for i in range(1, len(calls) + 1))
 
+    overshooting = _NoiseFloorWatch(lambda u, precise: (2.0 + u[0], np.ones(3)), precise=False)
+    overshooting(np.full(3, -1.0))  # the iteration starts at 1.0; tries far above it are not noise
+    for k in range(30):
+        overshooting(np.full(3, float(k)))
+
     precise = _NoiseFloorWatch(rough, precise=True)  # float64 runs are left to L-BFGS's own tests
     precise.iteration_done(type("R", (), {"fun": 1.0})())
     for k in range(30):

@@ -217,7 +217,8 @@ def fit_head(
     weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     weight = weight / weight.sum()
     wide = n_logits > _SERIAL_MAX_LOGITS
-    blocks = _row_blocks(n, dim * X.itemsize, _WIDE_BLOCK_ROWS * dim * X.itemsize if wide else _BLOCK_BYTES)
+    row_bytes = dim * X.itemsize
+    blocks = _row_blocks(n, row_bytes, max(1 << 20, _WIDE_BLOCK_ROWS * row_bytes) if wide else _BLOCK_BYTES)
     mu_all, sd_all = _weighted_moments(X, weight, blocks, centre=fit_intercept)
     mu, sd = mu_all[kept], sd_all[kept]
     sd[sd == 0] = 1.0
@@ -293,10 +294,8 @@ def fit_head(
         V = np.zeros((dim, n_fit), dtype=dtype)
         V[kept] = (Wz / sd).T
         offset = bz - mu @ (Wz / sd).T
-        if pool is None:  # one core, or data too small to share: the chunks in turn, here
-            parts = [block_terms(chunk, V, offset, dtype) for chunk in chunks]
-        else:
-            parts = list(pool.map(lambda chunk: block_terms(chunk, V, offset, dtype), chunks))
+        run = map if pool is None else pool.map  # one core, or data too small to share: here, in turn
+        parts = list(run(lambda chunk: block_terms(chunk, V, offset, dtype), chunks))
         loss = sum(part[0] for part in parts)
         grad_V = np.sum([part[1] for part in parts], axis=0)
         grad_b = np.sum([part[2] for part in parts], axis=0)
